@@ -423,7 +423,7 @@ class SshdConfig:
         for d in self.directives():
             if d.keyword == "match" and d.scope == scope:
                 break
-            if d.keyword == keyword and d.scope is not None and d.scope != scope:
+            if d.keyword == keyword and d.scope is not None and d.scope != scope and not _disjoint(d.scope, scope):
                 out.append(
                     f"{CANONICAL.get(keyword, keyword)} is also set at {d.where()} in an earlier 'Match {d.scope}' block: "
                     f"for connections matching both, that earlier value wins"
@@ -493,6 +493,17 @@ class SshdConfig:
                 if indent is None:
                     indent = parsed.indent
         return last + 1, indent if indent is not None else "    "
+
+
+def _disjoint(first: str, second: str) -> bool:
+    """True when two Match criteria cannot both hold (e.g. ``User a`` and ``User b``, literal values)."""
+    spec_a, spec_b = derive_connection_spec(first), derive_connection_spec(second)
+    if spec_a is None or spec_b is None or "/" in first or "/" in second:
+        return False
+    fields_a = dict(item.split("=", 1) for item in spec_a.split(","))
+    fields_b = dict(item.split("=", 1) for item in spec_b.split(","))
+    one_value = all("," not in token for token in (first + " " + second).split())
+    return one_value and any(key in fields_b and fields_b[key] != value for key, value in fields_a.items())
 
 
 def derive_connection_spec(criteria: str) -> Optional[str]:

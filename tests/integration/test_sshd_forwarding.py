@@ -616,3 +616,15 @@ def test_no_sshd_processes_left_by_fixture(server: Any) -> None:
     assert pid_alive(server.pid)
     assert shutil.which("ss")
     assert _bound_addresses(server.port) == ["127.0.0.1"]
+
+
+def test_integration_target_four_steps(tmp_path: Path, server: Any) -> None:
+    """tests/integration/targets/sshd_forwarding: check, apply, check again, apply again."""
+    playbook = tmp_path / "target.yml"
+    tasks = REPO / "tests" / "integration" / "targets" / "sshd_forwarding" / "tasks" / "main.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [{"ansible.builtin.include_tasks": str(tasks)}]}]))
+    proc = run_playbook(playbook, extra_vars={"sshd_config": server.config_path, "sshd_pid_file": server.pid_file})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"localhost\s*: ok=\d+\s+changed=2\s", proc.stdout), proc.stdout  # check run + first apply
+    assert sshd_t(server.config_path, "user=burrow-target")["allowtcpforwarding"] == "local"
+    assert ssh_accepts(server)

@@ -133,9 +133,14 @@ def test_match_replace_only_in_the_right_block() -> None:
     change, warnings = cfg.set("GatewayPorts", "clientspecified", match="User b")
     assert change.line == 5
     assert cfg.render() == "GatewayPorts no\nMatch User a\n  GatewayPorts yes\nMatch User b\n  GatewayPorts clientspecified\n"
+    assert warnings == []  # User a and User b cannot both match one connection
+
+
+def test_no_warning_for_disjoint_user_blocks() -> None:
+    cfg = model("Match User a\n  GatewayPorts yes\nMatch Address 10.0.0.0/8\n  GatewayPorts no\n")
+    _, warnings = cfg.set("GatewayPorts", "clientspecified", match="User b")
     assert len(warnings) == 1
-    assert "line 3" in warnings[0]
-    assert "'Match user a'" in warnings[0]
+    assert "Match address 10.0.0.0/8" in warnings[0]
 
 
 def test_match_criteria_normalised() -> None:
