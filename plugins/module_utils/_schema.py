@@ -1,0 +1,313 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""JSON Schema (draft 2020-12) of a burrow.ssh.tunnel declaration, and a validator with readable errors.
+
+The schema is a first, controller-side gate with precise paths (``via[0].host``); ``_spec`` parses the
+OpenSSH syntax of the strings and checks what a schema cannot (listener clashes, hop loops, path lengths).
+``docs/tunnel.schema.json`` is generated from ``TUNNEL_SCHEMA`` by ``scripts/gen_schema.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+SCHEMA_ID = "urn:burrow.ssh:schema:tunnel"
+
+# No shell or ssh-option metacharacters anywhere, never a leading '-'.
+HOST_PATTERN = r"^[A-Za-z0-9_:][A-Za-z0-9_.:%-]{0,252}$"
+HOST_HINT = "a host name or IP address (letters, digits, '.', '-', '_', ':' and '%' for IPv6; no spaces or shell metacharacters, no leading '-')"
+BRACKETED_HOST_PATTERN = r"^(\[[0-9A-Fa-f:.%A-Za-z_-]{2,60}\]|[A-Za-z0-9_:][A-Za-z0-9_.:%-]{0,252})$"
+LISTEN_HOST_PATTERN = r"^(|\*|\[[0-9A-Fa-f:.%A-Za-z_-]{2,60}\]|[A-Za-z0-9_:][A-Za-z0-9_.:%-]{0,252})$"
+LISTEN_HOST_HINT = "a bind address: an IP address, a host name, '*' or '' for all interfaces (no shell metacharacters, no leading '-')"
+USER_PATTERN = r"^[A-Za-z0-9_.][A-Za-z0-9_.@+-]{0,255}$"
+USER_HINT = "a user name (letters, digits, '.', '_', '-', '+', '@'; no spaces or shell metacharacters, no leading '-')"
+HOP_STRING_PATTERN = (
+    r"^(ssh://)?([A-Za-z0-9_.][A-Za-z0-9_.@+-]{0,255}@)?(\[[0-9A-Fa-f:.%A-Za-z_-]{2,60}\]|[A-Za-z0-9_:][A-Za-z0-9_.:%-]{0,252})(:[0-9]{1,5})?/?$"
+)
+HOP_STRING_HINT = "[ssh://][user@]host[:port] with IPv6 in brackets (no spaces or shell metacharacters, no leading '-')"
+JUMP_LIST_PATTERN = r"^[^,\s;'\"`$()<>|&\\-][^\s;'\"`$()<>|&\\]*$"
+JUMP_LIST_HINT = "hops as [user@]host[:port], separated by commas (no spaces or shell metacharacters, no leading '-')"
+FORWARD_STRING_PATTERN = r"^[^-\s;'\"`$()<>|&\\][^\s;'\"`$()<>|&\\]{0,511}$"
+FORWARD_STRING_HINT = "OpenSSH forward syntax like [bind_address:]port:host:hostport (no spaces or shell metacharacters, no leading '-')"
+PATH_PATTERN = r"^/[^\x00-\x1f]{0,102}$"
+PATH_HINT = "an absolute Unix socket path of at most 103 bytes without control characters"
+FILE_PATTERN = r"^[^\x00-\x1f]+$"
+FILE_HINT = "a path without control characters"
+NAME_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}|\*)$"
+NAME_HINT = "1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit ('*' with state=absent)"
+FINGERPRINT_PATTERN = r"^(SHA256|sha256):[A-Za-z0-9+/]{43}=?$"
+FINGERPRINT_HINT = "an OpenSSH fingerprint SHA256:<43 base64 characters>"
+DIGITS_PATTERN = r"^[0-9]{1,5}$"
+DIGITS_HINT = "digits only"
+
+PATTERN_HINTS = {
+    HOST_PATTERN: HOST_HINT,
+    BRACKETED_HOST_PATTERN: HOST_HINT,
+    LISTEN_HOST_PATTERN: LISTEN_HOST_HINT,
+    USER_PATTERN: USER_HINT,
+    HOP_STRING_PATTERN: HOP_STRING_HINT,
+    JUMP_LIST_PATTERN: JUMP_LIST_HINT,
+    FORWARD_STRING_PATTERN: FORWARD_STRING_HINT,
+    PATH_PATTERN: PATH_HINT,
+    FILE_PATTERN: FILE_HINT,
+    NAME_PATTERN: NAME_HINT,
+    FINGERPRINT_PATTERN: FINGERPRINT_HINT,
+    DIGITS_PATTERN: DIGITS_HINT,
+}
+
+
+def _port(minimum: int) -> dict[str, t.Any]:
+    """An integer port, or a string of digits (templated values); _spec checks the range of the string form."""
+    return {"oneOf": [{"type": "integer", "minimum": minimum, "maximum": 65535}, {"type": "string", "pattern": DIGITS_PATTERN}]}
+
+
+def _integer(minimum: int, maximum: int, description: str) -> dict[str, t.Any]:
+    return {"description": description, "type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+SECRET: dict[str, t.Any] = {"type": "string", "writeOnly": True}
+
+HOP_SETTINGS: dict[str, t.Any] = {
+    "private_key_file": {"description": "Private key file.", "type": "string", "minLength": 1, "pattern": FILE_PATTERN},
+    "private_key": dict(SECRET, description="Private key content (secret)."),
+    "private_key_passphrase": dict(SECRET, description="Passphrase of the private key (secret)."),
+    "password": dict(SECRET, description="Password, also used for keyboard-interactive (secret)."),
+    "use_agent": {"description": "Offer the keys of the ssh-agent in SSH_AUTH_SOCK.", "type": "boolean"},
+    "host_key_checking": {"description": "Host key policy.", "enum": ["strict", "accept-new", "off"]},
+    "known_hosts_file": {"description": "known_hosts file (default ~/.ssh/known_hosts).", "type": "string", "minLength": 1, "pattern": FILE_PATTERN},
+}
+
+HOP_DICT: dict[str, t.Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["host"],
+    "properties": {
+        "host": {"description": "Host name or IP address of the hop.", "type": "string", "pattern": BRACKETED_HOST_PATTERN},
+        "port": _port(1),
+        "user": {"type": "string", "pattern": USER_PATTERN},
+        **HOP_SETTINGS,
+        "host_key_fingerprint": {"description": "Pins the hop's host key.", "type": "string", "pattern": FINGERPRINT_PATTERN},
+    },
+}
+
+HOP: dict[str, t.Any] = {
+    "description": "A jump host: [ssh://][user@]host[:port], an inventory host name, or a dict.",
+    "oneOf": [{"type": "string", "pattern": HOP_STRING_PATTERN}, {"$ref": "#/$defs/hop_dict"}],
+}
+
+_LISTEN = {
+    "listen_host": {"description": "Bind address; default 127.0.0.1; '*' or '' = all interfaces.", "type": "string", "pattern": LISTEN_HOST_PATTERN},
+    "bind_address": {"description": "Alias of listen_host.", "type": "string", "pattern": LISTEN_HOST_PATTERN},
+    "listen_port": _port(0),
+    "port": dict(_port(0), description="Alias of listen_port."),
+}
+_DESTINATION = {
+    "listen_path": {"description": "Listen on this Unix socket instead of a TCP port.", "type": "string", "pattern": PATH_PATTERN},
+    "dest_host": {"type": "string", "pattern": BRACKETED_HOST_PATTERN},
+    "host": {"description": "Alias of dest_host.", "type": "string", "pattern": BRACKETED_HOST_PATTERN},
+    "dest_port": _port(1),
+    "host_port": dict(_port(1), description="Alias of dest_port."),
+    "dest_path": {"description": "Destination Unix socket.", "type": "string", "pattern": PATH_PATTERN},
+}
+_SOCKS = {
+    "socks_username": {"description": "RFC 1929 user name required from SOCKS5 clients.", "type": "string", "minLength": 1, "maxLength": 255},
+    "socks_password": dict(SECRET, description="RFC 1929 password (secret).", minLength=1, maxLength=255),
+}
+
+
+def _forward(dict_ref: str, description: str) -> dict[str, t.Any]:
+    return {
+        "description": description,
+        "type": "array",
+        "items": {"oneOf": [{"type": "string", "pattern": FORWARD_STRING_PATTERN}, {"$ref": f"#/$defs/{dict_ref}"}]},
+    }
+
+
+TUNNEL_SCHEMA: dict[str, t.Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SCHEMA_ID,
+    "title": "burrow.ssh.tunnel declaration",
+    "description": "Options of the burrow.ssh.tunnel module (and of the items of the burrow.ssh.tunnels role).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"description": "Identity of the tunnel on the host that runs it.", "type": "string", "pattern": NAME_PATTERN},
+        "state": {"enum": ["present", "absent", "restarted"], "default": "present"},
+        "probe": {"description": "Open a channel to each local forward's destination and report it (tunnel_info).", "type": "boolean"},
+        "host": {"description": "The SSH server that carries the forwards: [ssh://][user@]host[:port].", "type": "string", "pattern": HOP_STRING_PATTERN},
+        "port": _port(1),
+        "user": {"description": "User on host, and default user of the hops.", "type": "string", "pattern": USER_PATTERN},
+        "via": {
+            "description": "Jump hosts before host, in order (ProxyJump).",
+            "oneOf": [{"type": "array", "items": {"$ref": "#/$defs/hop"}}, {"type": "string", "pattern": JUMP_LIST_PATTERN}],
+        },
+        "local_forwards": _forward("local_forward", "ssh -L: [bind_address:]port:host:hostport, Unix sockets, or dicts."),
+        "remote_forwards": _forward("remote_forward", "ssh -R: [bind_address:]port:host:hostport, or [bind_address:]port for reverse SOCKS."),
+        "dynamic_forwards": _forward("dynamic_forward", "ssh -D: [bind_address:]port, or dicts with SOCKS5 credentials."),
+        "allow_non_loopback_bind": {"description": "Allow listeners beyond loopback (then warn).", "type": "boolean"},
+        **HOP_SETTINGS,
+        "host_key_fingerprint": {"description": "Pins the host key of host (the target).", "type": "string", "pattern": FINGERPRINT_PATTERN},
+        "keepalive_interval": _integer(1, 3600, "Seconds between keepalive requests."),
+        "keepalive_count_max": _integer(1, 100, "Unanswered keepalives before the connection is declared dead."),
+        "connect_timeout": _integer(1, 600, "Seconds allowed for each hop's connection."),
+        "reconnect": {"description": "Reconnect with backoff when the connection drops.", "type": "boolean"},
+        "lifetime": {"description": "persistent: until state=absent; play: until the ansible-playbook process exits.", "enum": ["persistent", "play"]},
+        "ttl": {"oneOf": [_integer(1, 315360000, "Stop after this many seconds."), {"type": "null"}]},
+        "idle_timeout": {"oneOf": [_integer(1, 315360000, "Stop after this many seconds without a connection."), {"type": "null"}]},
+        "drain_timeout": _integer(0, 3600, "Seconds open connections may drain when the tunnel stops."),
+        "state_dir": {"description": "State directory (default $XDG_RUNTIME_DIR/burrow or ~/.ansible/burrow).", "type": "string", "pattern": FILE_PATTERN},
+        "lifetime_owner": {"description": "Set by the action plugin for lifetime=play.", "type": "object"},
+    },
+    "if": {"properties": {"state": {"const": "absent"}}, "required": ["state"]},
+    "else": {"required": ["host"], "properties": {"name": {"not": {"const": "*"}}}},
+    "$defs": {
+        "hop": HOP,
+        "hop_dict": HOP_DICT,
+        "local_forward": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {**_LISTEN, **_DESTINATION},
+        },
+        "remote_forward": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {**_LISTEN, **_DESTINATION, **_SOCKS},
+        },
+        "dynamic_forward": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {**_LISTEN, **_SOCKS},
+        },
+    },
+}
+
+# Reading a oneOf failure: the branch that matches the value's JSON type is the one the user meant.
+_JSON_TYPES = (("boolean", bool), ("integer", int), ("number", float), ("string", str), ("array", (list, tuple)), ("object", dict), ("null", type(None)))
+_SECRET_NAMES = ("password", "passphrase", "private_key", "secret", "token")
+
+
+def _json_type(value: object) -> str:
+    for name, kind in _JSON_TYPES:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _format_path(path: t.Iterable[t.Any]) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(declaration)"
+
+
+def _is_secret(path: t.Sequence[t.Any]) -> bool:
+    return bool(path) and isinstance(path[-1], str) and any(word in path[-1] for word in _SECRET_NAMES) and not path[-1].endswith("_file")
+
+
+def _branch_type(schema: dict[str, t.Any], root: dict[str, t.Any]) -> str | None:
+    if "$ref" in schema:
+        target: t.Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return _branch_type(target, root)
+    kind = schema.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+def _leaves(error: t.Any) -> list[t.Any]:
+    """Replace a oneOf/anyOf failure by the errors of the branch that fits the value's type."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return [error]
+    kind = _json_type(error.instance)
+    branches = error.validator_value
+    wanted = {index for index, branch in enumerate(branches) if _branch_type(branch, TUNNEL_SCHEMA) in (kind, "number" if kind == "integer" else kind)}
+    if not wanted:
+        return [error]
+    chosen = [sub for sub in error.context if sub.relative_schema_path and sub.relative_schema_path[0] in wanted]
+    leaves: list[t.Any] = []
+    for sub in chosen:
+        leaves.extend(_leaves(sub))
+    return leaves or [error]
+
+
+class _Shown(str):
+    """A placeholder printed without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _message(error: t.Any) -> str:
+    path = list(error.absolute_path)
+    value = _Shown("<hidden>") if _is_secret(path) else error.instance
+    validator = error.validator
+    if validator == "pattern":
+        return f"{value!r} does not match {PATTERN_HINTS.get(error.validator_value, 'the pattern ' + repr(error.validator_value))}"
+    if validator == "maximum":
+        return f"{value!r} is greater than {error.validator_value}"
+    if validator == "minimum":
+        return f"{value!r} is less than {error.validator_value}"
+    if validator == "type":
+        return f"{value!r} is not of type {error.validator_value}"
+    if validator == "enum":
+        return f"{value!r} is not one of {', '.join(str(item) for item in error.validator_value)}"
+    if validator == "const":
+        return f"{value!r} must be {error.validator_value!r}"
+    if validator == "not":
+        return f"{value!r} is not allowed here (name '*' only with state=absent)"
+    if validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(str(key) for key in error.instance if key not in error.schema.get("properties", {}))
+        return f"unknown key(s) {', '.join(repr(key) for key in extra)} (known: {', '.join(allowed)})"
+    if validator in ("oneOf", "anyOf"):
+        kinds = [_branch_type(branch, TUNNEL_SCHEMA) or "another form" for branch in error.validator_value]
+        return f"{value!r} is not of type {' or '.join(kinds)}"
+    if validator in ("minLength", "maxLength"):
+        return f"{value!r} has a length outside the allowed range ({validator} {error.validator_value})"
+    return error.message if not _is_secret(path) else f"invalid value ({validator})"
+
+
+def _strict_validator(jsonschema: t.Any) -> t.Any:
+    """Draft 2020-12, except that a pattern's final '$' does not let a trailing newline through (Python's re does, ECMA-262 does not)."""
+
+    def pattern(validator: t.Any, value: str, instance: t.Any, schema: dict[str, t.Any]) -> t.Iterator[t.Any]:
+        if not validator.is_type(instance, "string"):
+            return
+        strict = value[:-1] + r"\Z" if value.endswith("$") and not value.endswith(r"\$") else value
+        if not re.search(strict, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {value!r}")
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+
+
+def validate_with_jsonschema(params: dict[str, t.Any]) -> list[str]:
+    """Errors as ``path: message``; an empty list when the declaration fits (or jsonschema is not installed)."""
+    try:
+        import jsonschema
+    except ImportError:
+        return []
+    validator = _strict_validator(jsonschema)(TUNNEL_SCHEMA)
+    messages: list[str] = []
+    for error in sorted(validator.iter_errors(dict(params)), key=lambda item: [str(part) for part in item.absolute_path]):
+        for leaf in _leaves(error):
+            path = list(leaf.absolute_path)
+            if leaf.validator == "required":
+                path.append(leaf.message.split("'")[1] if "'" in leaf.message else "")
+                text = f"{_format_path(path)}: is required"
+            else:
+                text = f"{_format_path(path)}: {_message(leaf)}"
+            if text not in messages:
+                messages.append(text)
+    return messages
