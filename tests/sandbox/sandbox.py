@@ -152,6 +152,29 @@ def _netns_prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
+_ACCUMULATING = {"port", "listenaddress", "hostkey"}
+
+
+def _line_key(line: str) -> str:
+    """The keyword of an sshd_config line, lower case (``subsystem NAME`` for subsystems)."""
+    parts = line.strip().replace("=", " ", 1).split()
+    if not parts or parts[0].startswith("#"):
+        return ""
+    key = parts[0].lower()
+    return f"{key} {parts[1]}" if key == "subsystem" and len(parts) > 1 else key
+
+
+def _top_level_keys(config: str) -> set[str]:
+    keys: set[str] = set()
+    for line in config.splitlines():
+        key = _line_key(line)
+        if key == "match":
+            break
+        if key:
+            keys.add(key)
+    return keys
+
+
 class _Record:
     """One process started by the sandbox."""
 
@@ -268,7 +291,11 @@ class Sshd:
             "PrintMotd no",
             "Subsystem sftp internal-sftp",
         ]
-        return "\n".join(lines) + "\n" + (extra_config.rstrip("\n") + "\n" if extra_config else "")
+        # sshd keeps the first value it reads: a keyword set at top level in extra_config (before any Match) replaces
+        # the default line, so extra_config can override it; the extra text itself is appended verbatim.
+        overridden = _top_level_keys(extra_config)
+        kept = [line for line in lines if _line_key(line) not in overridden or _line_key(line) in _ACCUMULATING]
+        return "\n".join(kept) + "\n" + (extra_config.rstrip("\n") + "\n" if extra_config else "")
 
     def prepare(self) -> None:
         self.base.mkdir(mode=0o700)
