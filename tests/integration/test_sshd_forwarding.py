@@ -118,8 +118,9 @@ class OwnSshd:
             time.sleep(0.05)
 
 
-def sshd_pid_file(config_path: str) -> str:
-    for line in Path(config_path).read_text().splitlines():
+def pid_file_of(server: Any) -> str:
+    """The PidFile of the sshd under test, read from its config."""
+    for line in Path(server.config_path).read_text().splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].lower() == "pidfile":
             return parts[1]
@@ -136,9 +137,7 @@ def server(tmp_path: Path) -> Iterator[Any]:
         Sandbox = None  # noqa: N806
     if Sandbox is not None:
         with Sandbox() as sb:
-            sshd = sb.start_sshd(extra_config=BASE_EXTRA)
-            sshd.pid_file = sshd_pid_file(sshd.config_path)
-            yield sshd
+            yield sb.start_sshd(extra_config=BASE_EXTRA)
         return
     base = tmp_path / "sshd"
     base.mkdir()
@@ -211,7 +210,7 @@ def ssh_base(server: Any) -> List[str]:
         "-o",
         "ExitOnForwardFailure=yes",
         "-i",
-        server.client_key,
+        str(server.client_key),
         "-p",
         str(server.port),
     ]
@@ -241,7 +240,7 @@ def sshd_t(config: str, spec: Optional[str] = None) -> Dict[str, str]:
 
 def run_module(tmp_path: Path, server: Any, args: Dict[str, Any], check: bool = False, diff: bool = False) -> Dict[str, Any]:
     """One burrow.ssh.sshd_forwarding task via ansible-playbook; returns the registered result and the output."""
-    task_args = {"config_file": server.config_path, "reload_method": "signal", "pid_file": server.pid_file, **args}
+    task_args = {"config_file": str(server.config_path), "reload_method": "signal", "pid_file": pid_file_of(server), **args}
     return run_tasks(tmp_path, [{"name": "under test", "burrow.ssh.sshd_forwarding": task_args, "register": "r", "ignore_errors": True}], check, diff)
 
 
@@ -301,10 +300,10 @@ def test_global_value_goes_above_trailing_match_and_second_run_is_unchanged(tmp_
     assert lines.index("ClientAliveInterval 17") < match_at
     assert lines.index("AllowAgentForwarding no") < match_at
     # sshd -T -C proves the global value applies inside the Match too, and the Match value still holds
-    nobody = sshd_t(server.config_path, "user=nobody,host=localhost,addr=127.0.0.1")
+    nobody = sshd_t(str(server.config_path), "user=nobody,host=localhost,addr=127.0.0.1")
     assert nobody["clientaliveinterval"] == "17"
     assert nobody["allowtcpforwarding"] == "no"
-    other = sshd_t(server.config_path, "user=other,host=localhost,addr=127.0.0.1")
+    other = sshd_t(str(server.config_path), "user=other,host=localhost,addr=127.0.0.1")
     assert other["clientaliveinterval"] == "17"
     assert other["allowtcpforwarding"] == "yes"
     before = Path(server.config_path).read_bytes()
@@ -323,12 +322,12 @@ def test_match_value_only_applies_to_that_match(tmp_path: Path, server: Any) -> 
     assert result["effective"] == {"gatewayports": "no", "permitlisten": "127.0.0.1:8080"}
     text = Path(server.config_path).read_text()
     assert text.endswith("Match User tunnel\n    GatewayPorts no\n    PermitListen 127.0.0.1:8080\n")
-    tunnel = sshd_t(server.config_path, "user=tunnel,host=localhost,addr=127.0.0.1")
+    tunnel = sshd_t(str(server.config_path), "user=tunnel,host=localhost,addr=127.0.0.1")
     assert tunnel["gatewayports"] == "no"
-    other = sshd_t(server.config_path, "user=other,host=localhost,addr=127.0.0.1")
+    other = sshd_t(str(server.config_path), "user=other,host=localhost,addr=127.0.0.1")
     assert other["gatewayports"] == "clientspecified"
     assert other["permitlisten"] == "any"
-    assert sshd_t(server.config_path)["gatewayports"] == "clientspecified"
+    assert sshd_t(str(server.config_path))["gatewayports"] == "clientspecified"
     again = run_module(tmp_path, server, {"match": "user   tunnel", "gateway_ports": "no", "permit_listen": ["127.0.0.1:8080"]})
     assert again["changed"] is False, again
 
@@ -422,7 +421,9 @@ def test_check_mode_with_diff_writes_nothing(tmp_path: Path, server: Any) -> Non
     diff = result["diff"]
     assert diff["before"] == before.decode()
     delta = [line for line in difflib.ndiff(diff["before"].splitlines(), diff["after"].splitlines()) if line[:2] in ("- ", "+ ")]
-    assert sorted(delta) == ["+ ClientAliveInterval 23", "+ GatewayPorts no", "- GatewayPorts clientspecified"]
+    # exactly these lines change (an existing ClientAliveInterval line, if any, is replaced in place)
+    old_interval = [f"- {line}" for line in diff["before"].splitlines() if line.startswith("ClientAliveInterval ")]
+    assert sorted(delta) == sorted(["+ ClientAliveInterval 23", "+ GatewayPorts no", "- GatewayPorts clientspecified", *old_interval])
     after = diff["after"].splitlines()
     assert after.index("ClientAliveInterval 23") < after.index("Match User nobody")
     assert diff["before_header"] == f"{server.config_path} (content)"
@@ -431,7 +432,7 @@ def test_check_mode_with_diff_writes_nothing(tmp_path: Path, server: Any) -> Non
     assert "+ClientAliveInterval 23" in result["_stdout"]
     # the candidate was validated and asked: what the values would be
     assert result["effective"] == {"gatewayports": "no", "clientaliveinterval": "23"}
-    assert sshd_t(server.config_path)["gatewayports"] == "clientspecified"
+    assert sshd_t(str(server.config_path))["gatewayports"] == "clientspecified"
 
 
 def test_backup_keeps_the_previous_file(tmp_path: Path, server: Any) -> None:
@@ -556,9 +557,9 @@ def test_role_sets_global_and_match_blocks_and_reloads_by_handler(tmp_path: Path
     playbook = tmp_path / "role.yml"
     playbook.write_text(ROLE_PLAY)
     extra = {
-        "sshd_forwarding_config_file": server.config_path,
+        "sshd_forwarding_config_file": str(server.config_path),
         "sshd_forwarding_reload_method": "signal",
-        "sshd_forwarding_pid_file": server.pid_file,
+        "sshd_forwarding_pid_file": pid_file_of(server),
         "sshd_forwarding_gateway_ports": "no",
         "sshd_forwarding_allow_tcp_forwarding": "yes",
         "sshd_forwarding_match_blocks": [
@@ -570,8 +571,8 @@ def test_role_sets_global_and_match_blocks_and_reloads_by_handler(tmp_path: Path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RUNNING HANDLER [burrow.ssh.sshd_forwarding : Reload sshd]" in proc.stdout
     assert re.search(r"localhost\s*: ok=\d+\s+changed=[1-9]", proc.stdout), proc.stdout
-    assert sshd_t(server.config_path)["gatewayports"] == "no"
-    tunnel = sshd_t(server.config_path, "user=tunnel")
+    assert sshd_t(str(server.config_path))["gatewayports"] == "no"
+    tunnel = sshd_t(str(server.config_path), "user=tunnel")
     assert (tunnel["gatewayports"], tunnel["allowtcpforwarding"], tunnel["permitlisten"]) == ("clientspecified", "remote", "0.0.0.0:8080")
     assert pid_alive(server.pid)
     assert ssh_accepts(server)
@@ -587,7 +588,7 @@ def test_role_rejects_bad_variables_before_touching_anything(tmp_path: Path, ser
     playbook = tmp_path / "role.yml"
     playbook.write_text(ROLE_PLAY)
     before = Path(server.config_path).read_bytes()
-    proc = run_playbook(playbook, extra_vars={"sshd_forwarding_config_file": server.config_path, "sshd_forwarding_gateway_ports": "maybe"})
+    proc = run_playbook(playbook, extra_vars={"sshd_forwarding_config_file": str(server.config_path), "sshd_forwarding_gateway_ports": "maybe"})
     assert proc.returncode != 0
     assert "sshd_forwarding_gateway_ports" in proc.stdout
     assert Path(server.config_path).read_bytes() == before
@@ -595,16 +596,16 @@ def test_role_rejects_bad_variables_before_touching_anything(tmp_path: Path, ser
 
 def test_scenario_playbook_prepares_server_for_exposed_remote_forwards(tmp_path: Path, server: Any) -> None:
     extra = {
-        "sshd_forwarding_config_file": server.config_path,
+        "sshd_forwarding_config_file": str(server.config_path),
         "sshd_forwarding_reload_method": "signal",
-        "sshd_forwarding_pid_file": server.pid_file,
+        "sshd_forwarding_pid_file": pid_file_of(server),
         "expose_user": "tunnel",
         "expose_permit_listen": ["0.0.0.0:8080"],
         "expose_become": False,
     }
     proc = run_playbook(REPO / "playbooks" / "expose_service_prepare_server.yml", extra_vars={"target": "localhost", **extra})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    tunnel = sshd_t(server.config_path, "user=tunnel")
+    tunnel = sshd_t(str(server.config_path), "user=tunnel")
     assert tunnel["gatewayports"] == "clientspecified"
     assert tunnel["allowtcpforwarding"] in ("remote", "yes")
     assert tunnel["permitlisten"] == "0.0.0.0:8080"
@@ -623,8 +624,8 @@ def test_integration_target_four_steps(tmp_path: Path, server: Any) -> None:
     playbook = tmp_path / "target.yml"
     tasks = REPO / "tests" / "integration" / "targets" / "sshd_forwarding" / "tasks" / "main.yml"
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [{"ansible.builtin.include_tasks": str(tasks)}]}]))
-    proc = run_playbook(playbook, extra_vars={"sshd_config": server.config_path, "sshd_pid_file": server.pid_file})
+    proc = run_playbook(playbook, extra_vars={"sshd_config": str(server.config_path), "sshd_pid_file": pid_file_of(server)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"localhost\s*: ok=\d+\s+changed=2\s", proc.stdout), proc.stdout  # check run + first apply
-    assert sshd_t(server.config_path, "user=burrow-target")["allowtcpforwarding"] == "local"
+    assert sshd_t(str(server.config_path), "user=burrow-target")["allowtcpforwarding"] == "local"
     assert ssh_accepts(server)
