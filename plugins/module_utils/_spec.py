@@ -41,7 +41,7 @@ USER_MAX = 256
 SOCKS_FIELD_MAX = 255  # RFC 1929: one length byte for the user name and for the password
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$")
-USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@+-]*\$?$")
+USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@+-]*$")
 ZONE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 FINGERPRINT_RE = re.compile(r"^SHA256:([A-Za-z0-9+/]{43})=?$", re.IGNORECASE)
 # Characters that a shell, ssh's option parser or a log line would read as something else; named in errors.
@@ -121,7 +121,7 @@ def _forbidden(text: str) -> str | None:
 
 
 def validate_name(name: str, field: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise SpecError(field, name, "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
@@ -154,10 +154,10 @@ def validate_host(host: str, field: str) -> str:
     if ":" in host:
         base, sep, zone = host.partition("%")
         address = _ip(base)
-        if sep and isinstance(address, ipaddress.IPv6Address) and ZONE_RE.match(zone):
+        if sep and isinstance(address, ipaddress.IPv6Address) and ZONE_RE.fullmatch(zone):
             return f"{address.compressed}%{zone}"
         raise SpecError(field, host, "is not a valid IPv6 address")
-    if not HOSTNAME_RE.match(host):
+    if not HOSTNAME_RE.fullmatch(host):
         raise SpecError(field, host, "is not a valid host name (letters, digits, '-', '_' and dots)")
     return host.lower()
 
@@ -174,7 +174,7 @@ def validate_user(user: str, field: str) -> str:
     bad = _forbidden(user)
     if bad:
         raise SpecError(field, user, f"contains {bad}, which is not allowed in a user name")
-    if not USER_RE.match(user):
+    if not USER_RE.fullmatch(user):
         raise SpecError(field, user, "may hold letters, digits, '.', '_', '-', '+' and '@' only")
     return user
 
@@ -255,7 +255,7 @@ def validate_socket_path(path: object, field: str) -> str:
 
 
 def validate_fingerprint(value: object, field: str) -> str:
-    match = FINGERPRINT_RE.match(value) if isinstance(value, str) else None
+    match = FINGERPRINT_RE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise SpecError(field, value, "must be an OpenSSH SHA256 fingerprint like SHA256:<43 base64 characters> (ssh-keygen -lf)")
     return "SHA256:" + match.group(1)
