@@ -678,7 +678,7 @@ def _split_hop_string(value: str, field: str) -> tuple[str | None, str, int | No
             raise SpecError(field, value, "an ssh:// URI takes user@host:port only (no path or query)")
     user: str | None = None
     if "@" in text:
-        user_text, _, text = text.rpartition("@")
+        user_text, _sep, text = text.rpartition("@")
         user = validate_user(user_text, f"{field}.user")
     if not text:
         raise SpecError(field, value, "lacks a host")
@@ -701,7 +701,7 @@ def _split_hop_string(value: str, field: str) -> tuple[str | None, str, int | No
             raise SpecError(field, value, "is ambiguous: write IPv6 addresses in brackets, e.g. user@[::1]:2222")
         host_text = text
     elif ":" in text:
-        host_text, _, port_text = text.partition(":")
+        host_text, _sep, port_text = text.partition(":")
         port = validate_port(port_text, f"{field}.port", allow_zero=False)
     else:
         host_text = text
@@ -903,4 +903,4 @@ def tunnel_from_params(params: dict[str, t.Any]) -> Tunnel:
         settings["lifetime"] = _validate_choice(given("lifetime"), "lifetime", LIFETIMES)
     if given("reconnect") is not None:
         settings["reconnect"] = _validate_bool(given("reconnect"), "reconnect")
-    return Tunnel(name=name, hops=tuple(hop for _, hop in hops), forwards=tuple(forward for _, forward in forwards), **settings)
+    return Tunnel(name=name, hops=tuple(hop for _field, hop in hops), forwards=tuple(forward for _field, forward in forwards), **settings)
