@@ -1,0 +1,222 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The detached tunnel process: runs one TunnelEngine, serves the control socket, enforces the lifetime.
+
+Everything this file needs is imported at module load: the process is forked from an Ansible module
+whose AnsiballZ payload is deleted once the module exits, so nothing may be imported later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import threading
+import time
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._engine import TunnelEngine
+from ansible_collections.burrow.ssh.plugins.module_utils._errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._paths import TunnelPaths, process_start_time, write_private_file
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import (
+    SpecError,
+    Tunnel,
+    parse_dynamic_forward,
+    parse_local_forward,
+    parse_remote_forward,
+)
+
+LOG_MAX_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024
+LIFETIME_POLL_INTERVAL = 0.5
+
+
+def _setup_logging(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=1)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # paramiko logs every channel at INFO/DEBUG; keep the capped log for what users need.
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+class ControlServer:
+    """JSON-lines requests on a Unix socket (0600 in a 0700 directory): status, probe, apply, stop."""
+
+    def __init__(self, path: str, engine: TunnelEngine, stop_requested: threading.Event, stop_deadline: list[float]) -> None:
+        self.path = path
+        self.engine = engine
+        self.stop_requested = stop_requested
+        self.stop_deadline = stop_deadline
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        self.sock.listen(16)
+        self._thread = threading.Thread(target=self._serve, name="burrow-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), name="burrow-control-client", daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            try:
+                line = _read_line(conn)
+                request = json.loads(line)
+                response = self._dispatch(request)
+            except TunnelError as exc:
+                response = {"ok": False, "error": exc.to_dict()}
+            except SpecError as exc:
+                response = {"ok": False, "error": {"kind": "spec_error", "message": str(exc), "advice": "", "hop": "", "permanent": True}}
+            except (ValueError, OSError) as exc:
+                response = {
+                    "ok": False,
+                    "error": {"kind": "control_error", "message": f"bad control request: {exc}", "advice": "", "hop": "", "permanent": True},
+                }
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(response).encode() + b"\n")
+
+    def _dispatch(self, request: dict[str, t.Any]) -> dict[str, t.Any]:
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, "status": self.engine.status()}
+        if op == "probe":
+            return {"ok": True, "status": self.engine.status(), "probe": self.engine.probe()}
+        if op == "apply":
+            forwards = []
+            for index, value in enumerate(request.get("local_forwards") or []):
+                forwards.append(parse_local_forward(value, f"local_forwards[{index}]"))
+            for index, value in enumerate(request.get("remote_forwards") or []):
+                forwards.append(parse_remote_forward(value, f"remote_forwards[{index}]"))
+            for index, value in enumerate(request.get("dynamic_forwards") or []):
+                forwards.append(parse_dynamic_forward(value, f"dynamic_forwards[{index}]"))
+            delta = self.engine.apply(forwards)
+            return {"ok": True, "delta": delta, "status": self.engine.status()}
+        if op == "stop":
+            self.stop_deadline[0] = float(request.get("deadline", 10))
+            self.stop_requested.set()
+            return {"ok": True}
+        raise ValueError(f"unknown op {op!r}")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError("request too large")
+    return data
+
+
+def _owner_alive(owner: dict[str, t.Any] | None) -> bool:
+    if not owner:
+        return True
+    return process_start_time(int(owner["pid"])) == owner.get("start_time")
+
+
+def _lifetime_reason(tunnel: Tunnel, engine: TunnelEngine, owner: dict[str, t.Any] | None, started: float) -> str:
+    if not _owner_alive(owner):
+        return f"the owning ansible-playbook process (pid {owner['pid'] if owner else '?'}) exited (lifetime=play)"
+    if tunnel.ttl and time.time() - started >= tunnel.ttl:
+        return f"ttl of {tunnel.ttl} s reached"
+    if tunnel.idle_timeout:
+        status = engine.status()
+        if status["connections_active"] == 0 and status["idle_seconds"] >= tunnel.idle_timeout:
+            return f"idle for {tunnel.idle_timeout} s"
+    return ""
+
+
+def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.Any] | None = None) -> int:
+    """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
+    _setup_logging(paths.log)
+    log = logging.getLogger("burrow.daemon")
+    stop_requested = threading.Event()
+    stop_deadline = [10.0]
+
+    def on_signal(_signum: int, _frame: t.Any) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def report(payload: dict[str, t.Any]) -> None:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, json.dumps(payload).encode() + b"\n")
+        with contextlib.suppress(OSError):
+            os.close(ready_fd)
+
+    with contextlib.suppress(OSError):
+        os.write(ready_fd, json.dumps({"starting": os.getpid()}).encode() + b"\n")
+    engine = TunnelEngine(tunnel)
+    try:
+        engine.start()
+    except TunnelError as exc:
+        log.error("start failed: %s", exc)
+        report({"ok": False, "error": exc.to_dict()})
+        return 1
+    except Exception as exc:  # noqa: BLE001 - reported to the module instead of dying silently
+        log.exception("start failed")
+        report({"ok": False, "error": {"kind": "error", "message": f"{type(exc).__name__}: {exc}", "advice": "", "hop": "", "permanent": True}})
+        return 1
+    server = ControlServer(paths.socket, engine, stop_requested, stop_deadline)
+    state = {
+        "name": tunnel.name,
+        "pid": os.getpid(),
+        "start_time": process_start_time(os.getpid()),
+        "socket": paths.socket,
+        "log": paths.log,
+        "digest": tunnel.digest(),
+        "spec": tunnel.public_dict(),
+        "owner": owner,
+        "started_at": engine.started_at,
+    }
+    write_private_file(paths.state, json.dumps(state, indent=2, sort_keys=True))
+    log.info("tunnel %s up: %s", tunnel.name, ", ".join(engine.forwards))
+    report({"ok": True, "status": engine.status(), "pid": os.getpid()})
+    started = time.time()
+    reason = ""
+    while not stop_requested.wait(LIFETIME_POLL_INTERVAL):
+        reason = _lifetime_reason(tunnel, engine, owner, started)
+        if reason:
+            stop_deadline[0] = 2.0
+            break
+    log.info("stopping: %s", reason or "stop requested")
+    engine.stop(deadline=stop_deadline[0])
+    server.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.state)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,587 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""One tunnel at run time: its SSH connection, its forwards, liveness and reconnection.
+
+Usable in-process (tests, the connection plugin) and inside the detached tunnel process (_daemon.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+import time
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils import _socks
+from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
+    SSHD_FORWARDING_HINT,
+    ConnectionLost,
+    ForwardRefused,
+    NotSupported,
+    PortInUse,
+    TunnelError,
+)
+from ansible_collections.burrow.ssh.plugins.module_utils._relay import (
+    Counters,
+    Listener,
+    bind_tcp,
+    bind_unix,
+    configure_threads,
+    relay,
+    start_thread,
+    tune_socket,
+)
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import Endpoint, Forward, Tunnel, is_loopback
+from ansible_collections.burrow.ssh.plugins.module_utils._ssh import OPEN_FAILURE_REASONS, Chain, open_chain
+
+try:
+    import paramiko
+
+    HAS_PARAMIKO = True
+except ImportError:  # pragma: no cover
+    HAS_PARAMIKO = False
+
+LOG = logging.getLogger("burrow.tunnel")
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+SOCKS_HANDSHAKE_TIMEOUT = 10.0
+
+
+def describe_holder(port: int) -> str:
+    """Who listens on a local TCP port, when /proc shows it (same user or root)."""
+    try:
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table, encoding="ascii") as handle:
+                for line in handle.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        if not inodes:
+            return ""
+        import os
+
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        if target.startswith("socket:[") and target[8:-1] in inodes:
+                            with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+                                return f" (held by pid {pid}, {comm.read().strip()})"
+    except OSError:
+        return ""
+    return ""
+
+
+class ForwardRuntime:
+    """One declared forward and what it is actually bound to."""
+
+    def __init__(self, forward: Forward, engine: TunnelEngine) -> None:
+        self.forward = forward
+        self.engine = engine
+        self.counters = Counters()
+        self.listener: Listener | None = None
+        self.bound: Endpoint | None = None
+        self.warnings: list[str] = []
+        self.active = False
+
+    @property
+    def key(self) -> str:
+        return self.forward.key()
+
+    # -- local side listeners (local and dynamic forwards) ------------------------------------
+    def bind_local(self) -> None:
+        listen = self.forward.listen
+        handler = self._handle_dynamic if self.forward.kind == "dynamic" else self._handle_local
+        try:
+            if listen.is_unix():
+                sock = bind_unix(str(listen.path))
+            else:
+                sock = bind_tcp(listen.host or "", int(listen.port or 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                holder = describe_holder(int(listen.port or 0)) if not listen.is_unix() else ""
+                raise PortInUse(
+                    f"cannot listen on {listen} for {self.key}: address already in use{holder}",
+                    advice="choose another port, use port 0 to let burrow.ssh allocate one, or stop what holds it",
+                ) from exc
+            raise TunnelError(f"cannot listen on {listen} for {self.key}: {exc.strerror or exc}", advice="check the bind address and permissions") from exc
+        self.listener = Listener(sock, handler, name=self.key, unix_path=listen.path if listen.is_unix() else None)
+        address = self.listener.address
+        if isinstance(address, str):
+            self.bound = Endpoint(path=address)
+        else:
+            self.bound = Endpoint(host=address[0], port=address[1])
+        self.listener.start()
+        self.active = True
+
+    def _opener_origin(self, client: socket.socket) -> tuple[str, int]:
+        try:
+            peer = client.getpeername()
+            if isinstance(peer, tuple):
+                return str(peer[0]), int(peer[1])
+        except OSError:
+            pass
+        return "127.0.0.1", 0
+
+    def _handle_local(self, client: socket.socket) -> None:
+        self.counters.opened()
+        destination = self.forward.destination
+        if destination is None:  # pragma: no cover - guarded by the spec
+            client.close()
+            self.counters.closed(0, 0)
+            return
+        try:
+            channel = self.engine.open_channel(destination, self._opener_origin(client))
+        except TunnelError as exc:
+            self.counters.failed(str(exc))
+            LOG.warning("%s: %s", self.key, exc)
+            client.close()
+            self.counters.closed(0, 0)
+            return
+        relay(client, channel, self.counters)
+
+    def _handle_dynamic(self, client: socket.socket) -> None:
+        self.counters.opened()
+        credentials = None
+        if self.forward.socks_username is not None:
+            credentials = (self.forward.socks_username, self.forward.socks_password or "")
+        try:
+            client.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
+            request = _socks.negotiate(client, credentials=credentials)
+            client.settimeout(None)
+        except (_socks.SocksError, OSError) as exc:
+            self.counters.failed(f"SOCKS: {getattr(exc, 'reason', exc)}")
+            client.close()
+            self.counters.closed(0, 0)
+            return
+        try:
+            channel = self.engine.open_channel(Endpoint(host=request.host, port=request.port), self._opener_origin(client))
+        except TunnelError as exc:
+            code = _socks.REPLY_CONNECTION_REFUSED if "connect failed" in exc.message else _socks.REPLY_NOT_ALLOWED
+            if "reconnecting" in exc.message:
+                code = _socks.REPLY_GENERAL_FAILURE
+            with contextlib.suppress(OSError):
+                _socks.reply_failure(client, request, code)
+            self.counters.failed(str(exc))
+            client.close()
+            self.counters.closed(0, 0)
+            return
+        try:
+            _socks.reply_success(client, request)
+        except OSError as exc:
+            self.counters.failed(f"SOCKS reply: {exc}")
+            channel.close()
+            client.close()
+            self.counters.closed(0, 0)
+            return
+        relay(client, channel, self.counters, leftover=request.leftover)
+
+    # -- remote forwards ---------------------------------------------------------------------
+    def request_remote(self, transport: t.Any) -> None:
+        listen = self.forward.listen
+        if listen.is_unix():
+            raise NotSupported(f"{self.key}: remote Unix socket listeners are not supported yet", advice="use a TCP listen port for remote forwards")
+        requested_port = int(listen.port or 0)
+        # After a reconnect, ask for the port the server allocated the first time, so users see a stable port.
+        if requested_port == 0 and self.bound is not None and self.bound.port:
+            requested_port = int(self.bound.port)
+        host = listen.host if listen.host is not None else ""
+        answered, response = transport.request("tcpip-forward", (host, requested_port), timeout=self.engine.tunnel.connect_timeout)
+        if not answered:
+            raise ConnectionLost(f"{self.engine.target_label}: no answer to the remote forward request for {self.key}")
+        if response is None:
+            raise ForwardRefused(
+                f"server {self.engine.target_label} refused remote forward {self.key} (listen {host or '*'}:{requested_port})",
+                advice="the server's AllowTcpForwarding must be yes or remote, PermitListen must allow the address and port, and "
+                "DisableForwarding must be off; or the port is already in use on the server (for instance still held by a previous "
+                f"session until sshd's ClientAliveInterval evicts it). {SSHD_FORWARDING_HINT}",
+            )
+        port = response.get_int() if requested_port == 0 else requested_port
+        bound_host = host
+        self.warnings = []
+        if host and not is_loopback(host) and host not in ("0.0.0.0", "::", "*"):
+            bound_host = self._check_remote_bind(transport, host, port)
+        self.bound = Endpoint(host=bound_host, port=port)
+        self.active = True
+
+    def _check_remote_bind(self, transport: t.Any, host: str, port: int) -> str:
+        """sshd silently binds loopback when GatewayPorts is no: connect from the server to the asked address to see."""
+        probe_done = self.engine.expect_probe(port)
+        try:
+            channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=5)
+        except (paramiko.ChannelException, paramiko.SSHException):
+            self.engine.cancel_probe(port)
+            message = (
+                f"server {self.engine.target_label} bound remote forward {self.key} to loopback, not {host}: sshd's GatewayPorts is 'no'; "
+                f"set GatewayPorts clientspecified ({SSHD_FORWARDING_HINT})"
+            )
+            self.warnings.append(message)
+            LOG.warning("%s", message)
+            return "127.0.0.1"
+        probe_done.wait(5)
+        channel.close()
+        return host
+
+    def handle_remote_channel(self, channel: t.Any) -> None:
+        self.counters.opened()
+        destination = self.forward.destination
+        leftover = b""
+        try:
+            if destination is None:
+                channel.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
+                request = _socks.negotiate(channel, credentials=None)
+                channel.settimeout(None)
+                target = Endpoint(host=request.host, port=request.port)
+            else:
+                request = None
+                target = destination
+            try:
+                if target.is_unix():
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(self.engine.tunnel.connect_timeout)
+                    sock.connect(str(target.path))
+                else:
+                    sock = socket.create_connection((str(target.host), int(target.port or 0)), timeout=self.engine.tunnel.connect_timeout)
+                    tune_socket(sock)
+                sock.settimeout(None)
+            except OSError as exc:
+                if request is not None:
+                    with contextlib.suppress(Exception):
+                        _socks.reply_failure(channel, request, _socks.REPLY_CONNECTION_REFUSED)
+                raise TunnelError(f"{self.key}: cannot connect to {target}: {exc.strerror or exc}") from exc
+            if request is not None:
+                _socks.reply_success(channel, request)
+                leftover = request.leftover
+        except (TunnelError, _socks.SocksError, OSError) as exc:
+            self.counters.failed(str(getattr(exc, "reason", exc)))
+            LOG.warning("%s", exc)
+            channel.close()
+            self.counters.closed(0, 0)
+            return
+        if leftover:
+            with contextlib.suppress(OSError):
+                sock.sendall(leftover)
+        # For a remote forward the SSH channel is the client side and the socket is the destination.
+        relay(channel, sock, self.counters)
+
+    def cancel_remote(self, transport: t.Any) -> None:
+        if self.bound is None or not transport.is_active():
+            return
+        listen = self.forward.listen
+        # Not paramiko's cancel_port_forward: it also drops the handler of every sibling remote forward.
+        transport.request("cancel-tcpip-forward", (listen.host or "", int(self.bound.port or 0)), timeout=5)
+
+    def close(self) -> None:
+        self.active = False
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+    def status(self) -> dict[str, t.Any]:
+        data = self.forward.public_dict()
+        data.update(
+            {
+                "key": self.key,
+                "active": self.active,
+                "bound_host": self.bound.host if self.bound else None,
+                "bound_port": self.bound.port if self.bound else None,
+                "bound_path": self.bound.path if self.bound else None,
+                "warnings": list(self.warnings),
+            }
+        )
+        data.update(self.counters.as_dict())
+        return data
+
+
+class TunnelEngine:
+    """The running tunnel: connect, bind every forward (all or nothing), watch liveness, reconnect."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        if not HAS_PARAMIKO:
+            raise NotSupported("paramiko is not installed", advice="install paramiko >= 3.4 where the tunnel runs")
+        configure_threads()
+        self.tunnel = tunnel
+        self.chain: Chain | None = None
+        self.forwards: dict[str, ForwardRuntime] = {}
+        self.state = "starting"
+        self.reconnects = 0
+        self.last_error: TunnelError | None = None
+        self.warnings: list[str] = []
+        self.started_at = time.time()
+        self.connected_at = 0.0
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self._lock = threading.RLock()
+        self._probes: dict[int, threading.Event] = {}
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def target_label(self) -> str:
+        return self.tunnel.hops[-1].label()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect and establish every forward; on any failure nothing is left bound. Raises TunnelError."""
+        try:
+            self._connect()
+            for forward in self.tunnel.forwards:
+                self._add_forward(forward)
+        except BaseException:
+            self._teardown()
+            raise
+        self.state = "up"
+        self._supervisor = start_thread(self._supervise, name="burrow-supervisor")
+
+    def _connect(self) -> None:
+        chain, warnings = open_chain(self.tunnel.hops, connect_timeout=self.tunnel.connect_timeout)
+        target = chain.target
+        target._tcp_handler = self._dispatch_remote
+        with self._lock:
+            self.chain = chain
+            self.warnings = warnings
+            self.connected_at = time.time()
+        self.connected.set()
+        LOG.info("connected to %s through %d hop(s)", self.target_label, len(chain.transports) - 1)
+
+    def _add_forward(self, forward: Forward) -> ForwardRuntime:
+        runtime = ForwardRuntime(forward, self)
+        if forward.kind == "remote":
+            runtime.request_remote(self._transport())
+        else:
+            runtime.bind_local()
+        with self._lock:
+            self.forwards[runtime.key] = runtime
+        return runtime
+
+    def _transport(self) -> t.Any:
+        chain = self.chain
+        if chain is None or not chain.is_active():
+            raise ConnectionLost(f"the SSH connection to {self.target_label} is down")
+        return chain.target
+
+    def stop(self, deadline: float = 10.0) -> None:
+        """Stop accepting, let active connections drain until the deadline, then close everything."""
+        self.stopping.set()
+        self.state = "stopping"
+        for runtime in list(self.forwards.values()):
+            if runtime.listener is not None:
+                runtime.listener.close()
+        end = time.monotonic() + max(0.0, deadline)
+        while time.monotonic() < end and any(r.counters.connections_active for r in self.forwards.values()):
+            time.sleep(0.05)
+        self._teardown()
+        self.state = "stopped"
+
+    def _teardown(self) -> None:
+        chain = self.chain
+        for runtime in list(self.forwards.values()):
+            if runtime.forward.kind == "remote" and chain is not None and chain.is_active():
+                with contextlib.suppress(Exception):
+                    runtime.cancel_remote(chain.target)
+            runtime.close()
+        self.connected.clear()
+        if chain is not None:
+            chain.close()
+
+    # -- channels --------------------------------------------------------------------------------
+    def open_channel(self, destination: Endpoint, origin: tuple[str, int]) -> t.Any:
+        if not self.connected.wait(self.tunnel.connect_timeout) or self.chain is None:
+            raise ConnectionLost(f"tunnel is reconnecting to {self.target_label}; connection not forwarded")
+        transport = self.chain.target
+        try:
+            if destination.is_unix():
+                return transport.open_streamlocal(str(destination.path), timeout=self.tunnel.connect_timeout)
+            return transport.open_channel("direct-tcpip", (str(destination.host), int(destination.port or 0)), origin, timeout=self.tunnel.connect_timeout)
+        except paramiko.ChannelException as exc:
+            reason = OPEN_FAILURE_REASONS.get(exc.code, exc.text)
+            if exc.code == 1:
+                raise ForwardRefused(
+                    f"server {self.target_label} refused to open a channel to {destination}: {reason}",
+                    advice="sshd's AllowTcpForwarding (yes or local), PermitOpen, AllowStreamLocalForwarding (for sockets) or DisableForwarding "
+                    f"forbid it, or the key's permitopen option does; {SSHD_FORWARDING_HINT}",
+                ) from exc
+            raise TunnelError(f"server {self.target_label} could not connect to {destination}: {reason}", advice="is the destination up?") from exc
+        except paramiko.SSHException as exc:
+            raise ConnectionLost(f"cannot open a channel to {destination} through {self.target_label}: {exc}") from exc
+
+    def expect_probe(self, port: int) -> threading.Event:
+        event = threading.Event()
+        self._probes[port] = event
+        return event
+
+    def cancel_probe(self, port: int) -> None:
+        self._probes.pop(port, None)
+
+    def _dispatch_remote(self, channel: t.Any, origin: tuple[str, int], server: tuple[str, int]) -> None:
+        # Called on paramiko's transport thread: hand off at once.
+        server_addr, server_port = server
+        probe = self._probes.pop(int(server_port), None)
+        if probe is not None:
+            channel.close()
+            probe.set()
+            return
+        runtime = None
+        for candidate in self.forwards.values():
+            if candidate.forward.kind == "remote" and candidate.bound is not None and candidate.bound.port == server_port:
+                runtime = candidate
+                if (candidate.forward.listen.host or "") == server_addr:
+                    break
+        if runtime is None:
+            channel.close()
+            return
+        try:
+            start_thread(runtime.handle_remote_channel, channel, name="burrow-remote")
+        except RuntimeError:
+            channel.close()
+
+    # -- supervision -------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each.
+        misses = 0
+        interval = float(self.tunnel.keepalive_interval)
+        if self.stopping.wait(interval):
+            return
+        while not self.stopping.is_set():
+            chain = self.chain
+            if chain is not None and chain.is_active():
+                answered, _ = chain.target.request("keepalive@openssh.com", timeout=interval)
+                if answered:
+                    misses = 0
+                    if self.stopping.wait(interval):
+                        return
+                    continue
+                misses += 1
+                if misses < self.tunnel.keepalive_count_max and chain.is_active():
+                    continue
+                reason = f"no answer from {self.target_label} to {misses} keepalive request(s) within {misses * interval:g} s"
+            else:
+                reason = f"the SSH connection to {self.target_label} closed"
+            if self.stopping.is_set():
+                return
+            self._connection_lost(ConnectionLost(reason))
+            misses = 0
+            if not self.tunnel.reconnect or not self._reconnect():
+                return
+
+    def _connection_lost(self, error: TunnelError) -> None:
+        LOG.warning("%s", error)
+        with self._lock:
+            self.connected.clear()
+            self.last_error = error
+            self.state = "reconnecting" if self.tunnel.reconnect else "down"
+            for runtime in self.forwards.values():
+                if runtime.forward.kind == "remote":
+                    runtime.active = False
+            if self.chain is not None:
+                self.chain.close()
+
+    def _reconnect(self) -> bool:
+        delay = BACKOFF_INITIAL
+        while not self.stopping.is_set():
+            try:
+                self._connect()
+                for runtime in list(self.forwards.values()):
+                    if runtime.forward.kind == "remote":
+                        runtime.request_remote(self._transport())
+                with self._lock:
+                    self.reconnects += 1
+                    self.state = "up"
+                LOG.info("reconnected to %s (reconnect #%d)", self.target_label, self.reconnects)
+                return True
+            except TunnelError as exc:
+                self.last_error = exc
+                self.connected.clear()
+                if self.chain is not None:
+                    self.chain.close()
+                if exc.permanent:
+                    LOG.error("giving up: %s", exc)
+                    self.state = "down"
+                    for runtime in self.forwards.values():
+                        runtime.close()
+                    return False
+                LOG.warning("reconnect failed, next try in %.1f s: %s", delay, exc)
+            if self.stopping.wait(delay):
+                return False
+            delay = min(delay * 2, BACKOFF_MAX)
+        return False
+
+    # -- live changes and reports ---------------------------------------------------------------------
+    def apply(self, forwards: t.Sequence[Forward]) -> dict[str, list[str]]:
+        """Replace only the forwards that changed; connections on the others are untouched."""
+        wanted = {forward.key(): forward for forward in forwards}
+        with self._lock:
+            removed = [key for key in self.forwards if key not in wanted]
+            added = [key for key in wanted if key not in self.forwards]
+            for key in removed:
+                runtime = self.forwards.pop(key)
+                if runtime.forward.kind == "remote" and self.chain is not None:
+                    with contextlib.suppress(Exception):
+                        runtime.cancel_remote(self.chain.target)
+                runtime.close()
+            created: list[ForwardRuntime] = []
+            try:
+                for key in added:
+                    created.append(self._add_forward(wanted[key]))
+            except BaseException:
+                for runtime in created:
+                    self.forwards.pop(runtime.key, None)
+                    if runtime.forward.kind == "remote" and self.chain is not None:
+                        with contextlib.suppress(Exception):
+                            runtime.cancel_remote(self.chain.target)
+                    runtime.close()
+                raise
+            # Keep the declared order so reports list forwards as the user wrote them.
+            self.forwards = {key: self.forwards[key] for key in wanted if key in self.forwards}
+        return {"added": added, "removed": removed}
+
+    def status(self) -> dict[str, t.Any]:
+        with self._lock:
+            forwards = [runtime.status() for runtime in self.forwards.values()]
+            warnings = list(self.warnings)
+            for runtime in self.forwards.values():
+                warnings.extend(runtime.warnings)
+            return {
+                "name": self.tunnel.name,
+                "status": self.state,
+                "reconnects": self.reconnects,
+                "last_error": self.last_error.to_dict() if self.last_error else None,
+                "started_at": self.started_at,
+                "uptime": round(time.time() - self.connected_at, 3) if self.connected.is_set() else 0,
+                "forwards": forwards,
+                "warnings": warnings,
+                "idle_seconds": round(time.time() - max((r.counters.last_activity for r in self.forwards.values()), default=self.started_at), 3),
+                "connections_active": sum(r.counters.connections_active for r in self.forwards.values()),
+            }
+
+    def probe(self) -> list[dict[str, t.Any]]:
+        """End to end: open a channel to each local forward's destination and report the server's answer."""
+        results = []
+        for runtime in list(self.forwards.values()):
+            result: dict[str, t.Any] = {"key": runtime.key, "kind": runtime.forward.kind}
+            if runtime.forward.kind == "local" and runtime.forward.destination is not None:
+                started = time.monotonic()
+                try:
+                    channel = self.open_channel(runtime.forward.destination, ("127.0.0.1", 0))
+                    channel.close()
+                    result.update({"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 2)})
+                except TunnelError as exc:
+                    result.update({"ok": False, "error": str(exc)})
+            elif runtime.forward.kind == "dynamic":
+                result.update({"ok": self.connected.is_set() and runtime.listener is not None, "detail": "SOCKS listener accepting; destinations vary"})
+            else:
+                ok = self.connected.is_set() and runtime.active
+                result.update({"ok": ok, "detail": "remote listener registered on the server" if ok else "remote listener not registered"})
+            results.append(result)
+        return results
