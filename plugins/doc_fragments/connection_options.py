@@ -1,0 +1,266 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Options of the burrow.ssh.tunneled connection plugin: target, authentication, hop chain, host keys,
+    # connection-scoped forwards and session reuse. Sources follow ansible.builtin.ssh where it has the same option.
+    DOCUMENTATION = r"""
+options:
+  remote_addr:
+    description:
+      - Address of the target host (the last hop).
+    type: str
+    default: inventory_hostname
+    vars:
+      - name: inventory_hostname
+      - name: ansible_host
+      - name: ansible_ssh_host
+  port:
+    description:
+      - SSH port of the target host.
+    type: int
+    default: 22
+    ini:
+      - section: defaults
+        key: remote_port
+    env:
+      - name: ANSIBLE_REMOTE_PORT
+    vars:
+      - name: ansible_port
+      - name: ansible_ssh_port
+    keyword:
+      - name: port
+  remote_user:
+    description:
+      - User to log in as on the target host. Hops of O(via) that do not name a user log in as this user too.
+      - Defaults to the user running Ansible.
+    type: str
+    ini:
+      - section: defaults
+        key: remote_user
+    env:
+      - name: ANSIBLE_REMOTE_USER
+    vars:
+      - name: ansible_user
+      - name: ansible_ssh_user
+    cli:
+      - name: user
+    keyword:
+      - name: remote_user
+  password:
+    description:
+      - Password for the target host (password or keyboard-interactive authentication). Never given to the hops of O(via).
+    type: str
+    vars:
+      - name: ansible_password
+      - name: ansible_ssh_pass
+      - name: ansible_ssh_password
+  private_key_file:
+    description:
+      - Private key (OpenSSH or PEM; ed25519, ECDSA or RSA) for the target host and for the hops of O(via) that name none.
+      - Without a key file, an agent key or a password, the default identities C(~/.ssh/id_ed25519), C(~/.ssh/id_ecdsa) and C(~/.ssh/id_rsa) are tried.
+    type: path
+    ini:
+      - section: defaults
+        key: private_key_file
+    env:
+      - name: ANSIBLE_PRIVATE_KEY_FILE
+    vars:
+      - name: ansible_private_key_file
+      - name: ansible_ssh_private_key_file
+    cli:
+      - name: private_key_file
+        option: '--private-key'
+  private_key_passphrase:
+    description:
+      - Passphrase of O(private_key_file).
+    type: str
+    vars:
+      - name: ansible_private_key_passphrase
+      - name: ansible_ssh_private_key_passphrase
+  use_agent:
+    description:
+      - Also offer the keys of the SSH agent (E(SSH_AUTH_SOCK)) on every hop.
+    type: bool
+    default: true
+    vars:
+      - name: burrow_use_agent
+    env:
+      - name: BURROW_USE_AGENT
+    ini:
+      - section: burrow_connection
+        key: use_agent
+  timeout:
+    description:
+      - Seconds to wait for each hop's TCP connection, SSH handshake and authentication, and for a privilege escalation prompt.
+    type: int
+    default: 10
+    ini:
+      - section: defaults
+        key: timeout
+    env:
+      - name: ANSIBLE_TIMEOUT
+      - name: ANSIBLE_SSH_TIMEOUT
+    vars:
+      - name: ansible_ssh_timeout
+    cli:
+      - name: timeout
+  pipelining:
+    description:
+      - Send modules on the command's standard input instead of copying them to a temporary file first.
+      - Works with C(sudo) also when it asks for a password (the prompt is answered before the module is sent).
+    type: bool
+    default: false
+    ini:
+      - section: defaults
+        key: pipelining
+      - section: connection
+        key: pipelining
+    env:
+      - name: ANSIBLE_PIPELINING
+    vars:
+      - name: ansible_pipelining
+      - name: ansible_ssh_pipelining
+  via:
+    description:
+      - The jump hosts (bastions) to go through, first to last, before the target host.
+      - Each entry is a string V(user@host:port) (also V(ssh://user@host:port); a comma-separated string is a ProxyJump list)
+        or a dict with the keys C(host), C(port), C(user), C(private_key_file), C(private_key), C(private_key_passphrase),
+        C(password), C(use_agent), C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint).
+      - >-
+        To reach a host through another inventory host, template its address, for example
+        V({host: "{{ hostvars['bastion1'].ansible_host }}", user: "{{ hostvars['bastion1'].ansible_user }}"}).
+      - A hop that does not set them uses O(remote_user), O(private_key_file), O(private_key_passphrase), O(use_agent), O(host_key_checking)
+        and O(known_hosts_file); it never gets O(password).
+      - When unset, a C(ProxyJump) for O(remote_addr) in O(ssh_config_file) is used (with C(HostName), C(Port), C(User) and C(IdentityFile) of each jump host).
+    type: list
+    elements: raw
+    vars:
+      - name: burrow_via
+    env:
+      - name: BURROW_VIA
+  ssh_config_file:
+    description:
+      - OpenSSH client configuration read for C(ProxyJump) when O(via) is unset. V("") disables it.
+    type: str
+    default: ~/.ssh/config
+    vars:
+      - name: burrow_ssh_config_file
+    env:
+      - name: BURROW_SSH_CONFIG_FILE
+    ini:
+      - section: burrow_connection
+        key: ssh_config_file
+  host_key_checking:
+    description:
+      - How every hop's host key is checked against O(known_hosts_file).
+      - V(strict) refuses unknown and changed keys; V(accept-new) records unknown keys and refuses changed ones; V(off) accepts any key (with a warning).
+      - C(ANSIBLE_HOST_KEY_CHECKING=False) and C(ansible_host_key_checking=false) mean V(off), true values mean V(strict);
+        O(host_key_checking) set by C(burrow_host_key_checking) wins over them.
+    type: str
+    default: strict
+    env:
+      - name: ANSIBLE_HOST_KEY_CHECKING
+      - name: BURROW_HOST_KEY_CHECKING
+    ini:
+      - section: defaults
+        key: host_key_checking
+      - section: burrow_connection
+        key: host_key_checking
+    vars:
+      - name: ansible_host_key_checking
+      - name: ansible_ssh_host_key_checking
+      - name: burrow_host_key_checking
+  known_hosts_file:
+    description:
+      - The known_hosts file of every hop that does not name its own.
+    type: path
+    default: ~/.ssh/known_hosts
+    env:
+      - name: BURROW_KNOWN_HOSTS_FILE
+    ini:
+      - section: burrow_connection
+        key: known_hosts_file
+    vars:
+      - name: burrow_known_hosts_file
+  host_key_fingerprint:
+    description:
+      - Pin the target host's key to this SHA256 fingerprint (as printed by C(ssh-keygen -lf)); known_hosts is then not consulted for the target.
+    type: str
+    vars:
+      - name: burrow_host_key_fingerprint
+  remote_forwards:
+    description:
+      - Remote forwards (C(ssh -R) syntax V([bind:]port:host:hostport) or the dict form of M(burrow.ssh.tunnel)) that live with the connection to this host.
+      - The target connects to C(bind:port) and reaches C(host:hostport) as seen from the controller,
+        for example a package mirror or proxy on the controller's network.
+    type: list
+    elements: raw
+    default: []
+    vars:
+      - name: burrow_remote_forwards
+  reverse_socks:
+    description:
+      - Reverse dynamic forwards (C(ssh -R [bind:]port) without destination), each a port or V(bind:port).
+      - The target gets a SOCKS4/4a/5 proxy on C(bind:port) whose connections leave from the controller.
+    type: list
+    elements: raw
+    default: []
+    vars:
+      - name: burrow_reverse_socks
+  local_forwards:
+    description:
+      - Local forwards (C(ssh -L) syntax V([bind:]port:host:hostport)) that live with the connection to this host.
+      - The controller listens, the target connects onwards.
+    type: list
+    elements: raw
+    default: []
+    vars:
+      - name: burrow_local_forwards
+  session_name:
+    description:
+      - The broker keeps one target session (with its forwards) per session name and hop chain, so two inventory hosts
+        with the same address still get their own; jump host connections are shared whatever the name.
+    type: str
+    default: inventory_hostname
+    vars:
+      - name: inventory_hostname
+      - name: burrow_session_name
+  persist_idle_timeout:
+    description:
+      - Seconds an unused session (and its forwards) is kept by the controller's session broker before it is closed.
+      - "Sessions are closed anyway as soon as the ansible-playbook process that opened them has exited, or on C(meta: reset_connection)."
+    type: int
+    default: 60
+    env:
+      - name: BURROW_PERSIST_IDLE_TIMEOUT
+    ini:
+      - section: burrow_connection
+        key: persist_idle_timeout
+    vars:
+      - name: burrow_persist_idle_timeout
+"""
+
+    # Host-key options for modules and action plugins (no inventory sources): the same words as the connection plugin.
+    HOST_KEYS = r"""
+options:
+  host_key_checking:
+    description:
+      - V(strict) refuses unknown and changed host keys; V(accept-new) records unknown keys and refuses changed ones; V(off) accepts any key (with a warning).
+    type: str
+    choices: [strict, accept-new, "off"]
+    default: strict
+  known_hosts_file:
+    description:
+      - The known_hosts file to check host keys against (and to append to with V(accept-new)).
+    type: path
+    default: ~/.ssh/known_hosts
+  host_key_fingerprint:
+    description:
+      - Pin the server's key to this SHA256 fingerprint (as printed by C(ssh-keygen -lf)); O(known_hosts_file) is then not consulted.
+    type: str
+"""

@@ -1,0 +1,905 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this plugin util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The controller-side session broker of the burrow.ssh.tunneled connection plugin (like OpenSSH's ControlPersist).
+
+Ansible runs each task in a new worker process, so a connection plugin's own objects die after every task.
+The broker is one detached process per controller user that holds the authenticated SSH transports:
+
+* keyed by hop chain prefix, so hosts behind the same bastion share the bastion's transport;
+* closed after an idle timeout, or as soon as every ansible-playbook process that used them has exited;
+* reached over a Unix socket (0600, in a 0700 directory, peer uid checked), which is the only way secrets
+  travel: never argv, environment, files or logs.
+
+Wire format: frames of one type byte, a 4-byte big-endian length and the payload. A request is one `J`
+(JSON) frame; the answer is one `J` frame, except for `exec`, whose answer is followed by a stream of
+`O`/`E` (stdout/stderr) frames and a final `X` (exit status) frame, while the client may send `I` (stdin)
+frames and one `D` (stdin EOF) frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._errors import ConnectionLost, ControlError, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._paths import default_state_dir, ensure_state_dir, process_start_time
+
+PROTOCOL = 1
+FRAME = struct.Struct(">cI")
+MAX_FRAME = 64 * 1024 * 1024
+READ_SIZE = 256 * 1024
+SPAWN_TIMEOUT = 20.0
+REAP_INTERVAL = 0.5
+DEFAULT_IDLE_TIMEOUT = 60.0
+MAX_LOG_SIZE = 1024 * 1024
+
+KIND_JSON = b"J"
+KIND_STDOUT = b"O"
+KIND_STDERR = b"E"
+KIND_STDIN = b"I"
+KIND_STDIN_EOF = b"D"
+KIND_EXIT = b"X"
+
+LOG = logging.getLogger("burrow.broker")
+
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import daemon_main; "
+    "sys.exit(daemon_main(sys.argv[2:]))"
+)
+
+
+class BrokerError(Exception):
+    """An error reported by the broker (or met while talking to it); `data` is the TunnelError dict."""
+
+    def __init__(self, data: dict[str, t.Any]) -> None:
+        super().__init__(str(data.get("message", "session broker error")))
+        self.data = data
+        self.kind = str(data.get("kind", "error"))
+        self.message = str(data.get("message", "session broker error"))
+        self.advice = str(data.get("advice", ""))
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.advice}" if self.advice else self.message
+
+
+class _NoAnswer(BrokerError):
+    """The broker closed the connection without answering: it was stopping. Safe to retry once."""
+
+
+# -- framing --------------------------------------------------------------------------------------------
+def send_frame(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
+    header = FRAME.pack(kind, len(payload))
+    if len(payload) <= 65536:
+        sock.sendall(header + payload)
+    else:
+        sock.sendall(header)
+        sock.sendall(payload)
+
+
+def send_json(sock: socket.socket, data: dict[str, t.Any], kind: bytes = KIND_JSON) -> None:
+    send_frame(sock, kind, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = sock.recv(min(remaining, READ_SIZE))
+        if not chunk:
+            raise EOFError("connection closed in the middle of a frame")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """The next frame, or None at a clean end of stream."""
+    first = sock.recv(FRAME.size)
+    if not first:
+        return None
+    if len(first) < FRAME.size:
+        first += _recv_exact(sock, FRAME.size - len(first))
+    kind, length = FRAME.unpack(first)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the limit")
+    return kind, _recv_exact(sock, length) if length else b""
+
+
+def error_dict(exc: BaseException, kind: str = "") -> dict[str, t.Any]:
+    if isinstance(exc, TunnelError):
+        return exc.to_dict()
+    return {"kind": kind or "error", "message": str(exc) or type(exc).__name__, "advice": "", "hop": "", "permanent": True}
+
+
+# -- identity and paths ---------------------------------------------------------------------------------
+def collection_root() -> str:
+    """The directory that contains `ansible_collections/` for this copy of the collection."""
+    here = os.path.abspath(__file__)
+    parts = here.split(os.sep)
+    # .../ansible_collections/<namespace>/<name>/plugins/plugin_utils/_session_broker.py
+    if len(parts) < 7 or parts[-6] != "ansible_collections":
+        raise ControlError(f"cannot locate the collection root from {here}", advice="install burrow.ssh as a collection (ansible-galaxy collection install)")
+    return os.sep.join(parts[:-6]) or os.sep
+
+
+def broker_identity() -> str:
+    """One broker per user, per copy and version of this code: an upgraded collection never talks to an old broker."""
+    digest = hashlib.sha256()
+    digest.update(f"{PROTOCOL}:{os.getuid()}:{os.path.abspath(__file__)}:".encode())
+    with contextlib.suppress(OSError), open(__file__, "rb") as handle:
+        digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+class BrokerPaths:
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.dir = ensure_state_dir(state_dir or default_state_dir())
+        ident = broker_identity()
+        self.socket = os.path.join(self.dir, f"broker-{ident}.sock")
+        self.lock = os.path.join(self.dir, f"broker-{ident}.lock")
+        self.spawn_lock = os.path.join(self.dir, f"broker-{ident}.spawn")
+        self.log = os.path.join(self.dir, f"broker-{ident}.log")
+        if len(self.socket.encode()) > 103:
+            raise ControlError(f"state directory {self.dir} is too long for a Unix socket path", advice="set BURROW_STATE_DIR to a shorter directory")
+
+
+def owner_identity(pid: int) -> list[int]:
+    return [pid, process_start_time(pid) or 0]
+
+
+def owner_alive(owner: tuple[int, int]) -> bool:
+    pid, started = owner
+    current = process_start_time(pid)
+    if current is None:
+        return False
+    return not started or current == started
+
+
+# -- client (runs in Ansible's worker processes) --------------------------------------------------------------
+class ExecStream:
+    """One running command: frames in both directions over a dedicated broker connection."""
+
+    def __init__(self, sock: socket.socket, started: dict[str, t.Any]) -> None:
+        self.sock = sock
+        self.started = started
+        self.rc: int | None = None
+        self.signal: str | None = None
+
+    def send_stdin(self, data: bytes) -> None:
+        view = memoryview(data)
+        for offset in range(0, len(view), READ_SIZE):
+            send_frame(self.sock, KIND_STDIN, bytes(view[offset : offset + READ_SIZE]))
+
+    def close_stdin(self) -> None:
+        send_frame(self.sock, KIND_STDIN_EOF)
+
+    def read(self, timeout: float | None = None) -> tuple[bytes, bytes] | None:
+        """Next (kind, data) frame; kind O, E or X (data is then the exit JSON). None when timed out."""
+        if timeout is not None:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+            if not ready:
+                return None
+        frame = recv_frame(self.sock)
+        if frame is None:
+            raise BrokerError({"kind": "connection_lost", "message": "the session broker closed the command's stream before its exit status"})
+        kind, data = frame
+        if kind == KIND_EXIT:
+            status = json.loads(data.decode("utf-8"))
+            if status.get("error"):
+                raise BrokerError(status["error"])
+            self.rc = int(status.get("rc", -1))
+            self.signal = status.get("signal")
+        return kind, data
+
+    def collect(self, stdout: bytearray, stderr: bytearray) -> int:
+        while self.rc is None:
+            frame = self.read()
+            if frame is None:  # pragma: no cover - read() without timeout never returns None
+                continue
+            kind, data = frame
+            if kind == KIND_STDOUT:
+                stdout += data
+            elif kind == KIND_STDERR:
+                stderr += data
+        return self.rc
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class BrokerClient:
+    """Talk to this user's broker, starting it first when it is not running."""
+
+    def __init__(self, state_dir: str | None = None, spawn_timeout: float = SPAWN_TIMEOUT) -> None:
+        self.paths = BrokerPaths(state_dir)
+        self.spawn_timeout = spawn_timeout
+        self.spawned = False
+
+    def _try_connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.paths.socket)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def connect(self) -> socket.socket:
+        sock = self._try_connect()
+        if sock is not None:
+            return sock
+        lock_fd = os.open(self.paths.spawn_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _flock(lock_fd, self.spawn_timeout)
+            sock = self._try_connect()
+            if sock is None:
+                self._spawn()
+                sock = self._wait_for_socket()
+        finally:
+            os.close(lock_fd)
+        return sock
+
+    def _spawn(self) -> None:
+        # A fresh interpreter (nothing inherited from Ansible's worker: threads, locks, display queue), in its own
+        # session, stdio on /dev/null, no other fds; it forks once more and the intermediate exits at once (double fork).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.paths.socket)
+        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, "-c", _BOOT, collection_root(), self.paths.dir],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
+        )
+        try:
+            process.wait(timeout=self.spawn_timeout)
+        except subprocess.TimeoutExpired as exc:
+            process.kill()
+            process.wait()
+            raise ControlError("the session broker did not detach in time", advice=f"see {self.paths.log}") from exc
+        self.spawned = True
+
+    def _wait_for_socket(self) -> socket.socket:
+        deadline = time.monotonic() + self.spawn_timeout
+        delay = 0.005
+        while time.monotonic() < deadline:
+            sock = self._try_connect()
+            if sock is not None:
+                return sock
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        raise ControlError(
+            f"the session broker did not start within {self.spawn_timeout:g} s", advice=f"its log may say why: {self.paths.log}; {_log_tail(self.paths.log)}"
+        )
+
+    def call(self, request: dict[str, t.Any], timeout: float | None = None) -> dict[str, t.Any]:
+        """One request, one answer. Raises BrokerError with the broker's typed error."""
+        try:
+            return self._call_once(request, timeout)
+        except _NoAnswer:
+            # The broker was stopping when we connected (it had just become idle): a new one takes over.
+            return self._call_once(request, timeout)
+
+    def _call_once(self, request: dict[str, t.Any], timeout: float | None) -> dict[str, t.Any]:
+        sock = self.connect()
+        try:
+            sock.settimeout(timeout)
+            send_json(sock, request)
+            frame = recv_frame(sock)
+        except (OSError, EOFError) as exc:
+            raise BrokerError({"kind": "control_error", "message": f"lost the session broker during {request.get('op')}: {exc}"}) from exc
+        finally:
+            sock.close()
+        if frame is None:
+            raise _NoAnswer({"kind": "control_error", "message": f"the session broker gave no answer to {request.get('op')}"})
+        if frame[0] != KIND_JSON:
+            raise BrokerError({"kind": "control_error", "message": f"the session broker gave a wrong answer to {request.get('op')}"})
+        answer = json.loads(frame[1].decode("utf-8"))
+        if not answer.get("ok"):
+            raise BrokerError(answer.get("error") or {"kind": "error", "message": "unknown broker error"})
+        return answer
+
+    def exec(self, request: dict[str, t.Any]) -> ExecStream:
+        try:
+            return self._exec_once(request)
+        except _NoAnswer:
+            return self._exec_once(request)
+
+    def _exec_once(self, request: dict[str, t.Any]) -> ExecStream:
+        sock = self.connect()
+        try:
+            send_json(sock, dict(request, op="exec"))
+            frame = recv_frame(sock)
+        except (OSError, EOFError) as exc:
+            sock.close()
+            raise BrokerError({"kind": "control_error", "message": f"lost the session broker while starting a command: {exc}"}) from exc
+        if frame is None or frame[0] != KIND_JSON:
+            sock.close()
+            raise _NoAnswer({"kind": "control_error", "message": "the session broker gave no answer to exec"})
+        answer = json.loads(frame[1].decode("utf-8"))
+        if not answer.get("ok"):
+            sock.close()
+            raise BrokerError(answer.get("error") or {"kind": "error", "message": "unknown broker error"})
+        return ExecStream(sock, answer)
+
+
+def _flock(fd: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError as exc:
+            if time.monotonic() >= deadline:
+                raise ControlError("timed out waiting for another process starting the session broker") from exc
+            time.sleep(0.01)
+
+
+def _log_tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return " | ".join(handle.read().splitlines()[-lines:])
+    except OSError:
+        return "no log"
+
+
+# -- server (the detached broker process) ------------------------------------------------------------------
+class Node:
+    """One authenticated transport: a hop of some chain. Targets are leaves; bastions may have many children."""
+
+    def __init__(self, key: str, hop: t.Any, transport: t.Any, parent: Node | None) -> None:
+        self.key = key
+        self.hop = hop
+        self.transport = transport
+        self.parent = parent
+        self.children: set[str] = set()
+        self.owners: set[tuple[int, int]] = set()
+        self.idle_timeout = DEFAULT_IDLE_TIMEOUT
+        self.last_used = time.monotonic()
+        self.busy = 0
+        self.uses = 0
+        self.created = time.time()
+        self.sftp: t.Any = None
+        self.sftp_lock = threading.Lock()
+        self.forwards: t.Any = None
+        self.forwards_lock = threading.Lock()
+        self.closed = False
+
+    @property
+    def label(self) -> str:
+        return str(self.hop.label())
+
+    def chain(self) -> list[Node]:
+        nodes: list[Node] = []
+        current: Node | None = self
+        while current is not None:
+            nodes.append(current)
+            current = current.parent
+        return list(reversed(nodes))
+
+    def touch(self, owner: tuple[int, int] | None, idle_timeout: float | None) -> None:
+        now = time.monotonic()
+        for node in self.chain():
+            node.last_used = now
+            if owner is not None:
+                node.owners.add(owner)
+            if idle_timeout is not None:
+                node.idle_timeout = idle_timeout
+
+    def sftp_client(self) -> t.Any:
+        with self.sftp_lock:
+            if self.sftp is None:
+                self.sftp = self.transport.open_sftp_client()
+            return self.sftp
+
+    def forward_connections(self) -> int:
+        if self.forwards is None:
+            return 0
+        return sum(runtime.counters.connections_active for runtime in list(self.forwards.forwards.values()))
+
+
+class Broker:
+    def __init__(self, paths: BrokerPaths) -> None:
+        from ansible_collections.burrow.ssh.plugins.module_utils import _ssh
+
+        self._ssh = _ssh
+        self.paths = paths
+        self.nodes: dict[str, Node] = {}
+        self.lock = threading.RLock()
+        self.key_locks: dict[str, threading.Lock] = {}
+        self.salt = os.urandom(32)
+        self.handshakes = 0
+        self.requests = 0
+        self.active = 0
+        self.owners: set[tuple[int, int]] = set()
+        self.last_request = time.monotonic()
+        self.max_idle = DEFAULT_IDLE_TIMEOUT
+        self.stopping = threading.Event()
+        self.server: socket.socket | None = None
+
+    # -- sessions ------------------------------------------------------------------------------------------
+    def _hop_key(self, previous: str, hop_data: dict[str, t.Any], name: str | None = None) -> str:
+        # Secrets are part of the identity (other credentials, other session) but only as an HMAC with a per-process salt.
+        material = previous + "|" + json.dumps(hop_data, sort_keys=True, default=str) + "|" + (name or "")
+        return hmac.new(self.salt, material.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self.lock:
+            return self.key_locks.setdefault(key, threading.Lock())
+
+    def acquire(self, session: dict[str, t.Any]) -> tuple[Node, list[str], bool]:
+        """The target node of this hop chain: reused when alive, otherwise connected through reused ancestors."""
+        from ansible_collections.burrow.ssh.plugins.module_utils._spec import Hop
+
+        hops_data: list[dict[str, t.Any]] = session["hops"]
+        timeout = float(session.get("connect_timeout") or 10)
+        owner_raw = session.get("owner")
+        owner = (int(owner_raw[0]), int(owner_raw[1])) if owner_raw else None
+        idle = float(session.get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)
+        if owner is not None:
+            with self.lock:
+                self.owners.add(owner)
+        with self.lock:
+            self.max_idle = max(self.max_idle, idle)
+        warnings: list[str] = []
+        parent: Node | None = None
+        key = ""
+        reused = True
+        for index, data in enumerate(hops_data):
+            hop = Hop(**data)
+            key = self._hop_key(key, data, session.get("name") if index == len(hops_data) - 1 else None)
+            with self._key_lock(key):
+                with self.lock:
+                    node = self.nodes.get(key)
+                if node is not None and not node.transport.is_active():
+                    LOG.info("session to %s is dead, reconnecting", node.label)
+                    self.close_node(node)
+                    node = None
+                if node is None:
+                    reused = False
+                    node = self._connect(key, hop, parent, timeout, warnings)
+                node.touch(owner, idle)
+            parent = node
+        if parent is None:
+            raise ControlError("no hops given to the session broker")
+        return parent, warnings, reused
+
+    def _connect(self, key: str, hop: t.Any, parent: Node | None, timeout: float, warnings: list[str]) -> Node:
+        ssh = self._ssh
+        try:
+            if parent is None:
+                sock = ssh._connect_socket(hop, timeout)
+            else:
+                sock = ssh._channel_to_next_hop(parent.transport, parent.hop, hop, timeout)
+            transport, hop_warnings = ssh.connect_hop(sock, hop, timeout)
+        except TunnelError:
+            raise
+        except (OSError, EOFError, ssh.paramiko.SSHException) as exc:
+            raise ssh.Unreachable(f"connection to {hop.label()} failed: {exc or type(exc).__name__}", hop=hop.label()) from exc
+        warnings.extend(hop_warnings)
+        node = Node(key, hop, transport, parent)
+        with self.lock:
+            self.nodes[key] = node
+            self.handshakes += 1
+            if parent is not None:
+                parent.children.add(key)
+        LOG.info("connected to %s%s", hop.label(), f" through {parent.label}" if parent is not None else "")
+        return node
+
+    def close_node(self, node: Node) -> None:
+        with self.lock:
+            if node.closed:
+                return
+            node.closed = True
+            self.nodes.pop(node.key, None)
+            children = [self.nodes[key] for key in node.children if key in self.nodes]
+            if node.parent is not None:
+                node.parent.children.discard(node.key)
+        for child in children:
+            self.close_node(child)
+        if node.forwards is not None:
+            with contextlib.suppress(Exception):
+                node.forwards.close_forwards()
+        if node.sftp is not None:
+            with contextlib.suppress(Exception):
+                node.sftp.close()
+        with contextlib.suppress(Exception):
+            node.transport.close()
+        LOG.info("closed the session to %s", node.label)
+
+    def target_key(self, session: dict[str, t.Any]) -> str:
+        key = ""
+        hops = session["hops"]
+        for index, data in enumerate(hops):
+            key = self._hop_key(key, data, session.get("name") if index == len(hops) - 1 else None)
+        return key
+
+    # -- operations ------------------------------------------------------------------------------------------
+    def op_ping(self, _conn: socket.socket, _request: dict[str, t.Any]) -> dict[str, t.Any]:
+        return {"ok": True, "pid": os.getpid(), "protocol": PROTOCOL}
+
+    def op_status(self, _conn: socket.socket, _request: dict[str, t.Any]) -> dict[str, t.Any]:
+        with self.lock:
+            nodes = [
+                {
+                    "hop": node.label,
+                    "via": node.parent.label if node.parent else None,
+                    "uses": node.uses,
+                    "busy": node.busy,
+                    "idle_seconds": round(time.monotonic() - node.last_used, 3),
+                    "idle_timeout": node.idle_timeout,
+                    "forwards": node.forwards.status()["forwards"] if node.forwards is not None else [],
+                }
+                for node in self.nodes.values()
+            ]
+        return {"ok": True, "pid": os.getpid(), "handshakes": self.handshakes, "requests": self.requests, "sessions": nodes}
+
+    def op_open(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
+        node, warnings, reused = self.acquire(request["session"])
+        forwards: list[dict[str, t.Any]] = []
+        if request.get("forwards") is not None:
+            forwards = self._ensure_forwards(node, request["forwards"], request["session"])
+            warnings.extend(w for f in forwards for w in f.get("warnings", []))
+        node.uses += 1
+        return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards}
+
+    def _ensure_forwards(self, node: Node, declared: dict[str, list[str]], session: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+        from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
+
+        with node.forwards_lock:
+            if node.forwards is None:
+                if not any(declared.values()):
+                    return []
+                node.forwards = _connection_forwards.chain_forwards_class().for_node(node, float(session.get("connect_timeout") or 10))
+            node.forwards.apply(_connection_forwards.parse_declared(declared))
+            return list(node.forwards.status()["forwards"])
+
+    def op_reset(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
+        key = self.target_key(request["session"])
+        with self.lock:
+            node = self.nodes.get(key)
+        if node is not None:
+            self.close_node(node)
+        return {"ok": True, "closed": node is not None}
+
+    def op_put(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
+        node, _warnings, _reused = self.acquire(request["session"])
+        self._busy(node, 1)
+        try:
+            sftp = self._sftp(node)
+            try:
+                sftp.put(request["local"], request["remote"], confirm=True)
+            except FileNotFoundError as exc:
+                raise _FileError("not_found", f"file or directory not found while copying {request['local']} to {request['remote']}: {exc}") from exc
+            except OSError as exc:
+                raise _FileError("sftp_error", f"SFTP upload of {request['local']} to {request['remote']} failed: {exc}") from exc
+        finally:
+            self._busy(node, -1)
+        return {"ok": True}
+
+    def op_fetch(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
+        node, _warnings, _reused = self.acquire(request["session"])
+        self._busy(node, 1)
+        try:
+            sftp = self._sftp(node)
+            mode = 0o666 & ~int(request.get("umask", 0o022))
+            try:
+                remote = sftp.open(request["remote"], "rb")
+            except FileNotFoundError as exc:
+                raise _FileError("not_found", f"remote file {request['remote']} not found: {exc}") from exc
+            except OSError as exc:
+                raise _FileError("sftp_error", f"cannot open remote file {request['remote']}: {exc}") from exc
+            with remote:
+                remote.prefetch()
+                fd = os.open(request["local"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+                with os.fdopen(fd, "wb") as local:
+                    while True:
+                        data = remote.read(READ_SIZE)
+                        if not data:
+                            break
+                        local.write(data)
+        finally:
+            self._busy(node, -1)
+        return {"ok": True}
+
+    def _sftp(self, node: Node) -> t.Any:
+        try:
+            return node.sftp_client()
+        except (self._ssh.paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(f"cannot start SFTP on {node.label}: {exc}", advice="is the sftp subsystem enabled in the target's sshd_config?") from exc
+
+    def _busy(self, node: Node, delta: int) -> None:
+        with self.lock:
+            node.busy += delta
+            node.uses += 1 if delta > 0 else 0
+        node.touch(None, None)
+
+    def op_exec(self, conn: socket.socket, request: dict[str, t.Any]) -> None:
+        node, warnings, reused = self.acquire(request["session"])
+        paramiko = self._ssh.paramiko
+        self._busy(node, 1)
+        channel = None
+        try:
+            timeout = float(request["session"].get("connect_timeout") or 10)
+            try:
+                channel = node.transport.open_session(timeout=timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                # A session that died between two tasks: reconnect once.
+                LOG.info("cannot open a channel on %s (%s): reconnecting", node.label, exc)
+                self._busy(node, -1)
+                self.close_node(node)
+                node, warnings, reused = self.acquire(request["session"])
+                self._busy(node, 1)
+                try:
+                    channel = node.transport.open_session(timeout=timeout)
+                except (paramiko.SSHException, EOFError, OSError) as again:
+                    raise ConnectionLost(f"cannot open a session channel on {node.label}: {again}", advice="the server may limit MaxSessions") from again
+            if request.get("pty"):
+                channel.get_pty(term="vt100", width=0, height=0)
+            channel.exec_command(request["command"])
+            send_json(conn, {"ok": True, "reused": reused, "warnings": warnings})
+            self._pump(conn, channel)
+        finally:
+            if channel is not None:
+                channel.close()
+            self._busy(node, -1)
+
+    def _pump(self, conn: socket.socket, channel: t.Any) -> None:
+        write_lock = threading.Lock()
+
+        def emit(kind: bytes, data: bytes) -> None:
+            with write_lock:
+                send_frame(conn, kind, data)
+
+        def stdin() -> None:
+            broken = False
+            try:
+                while True:
+                    frame = recv_frame(conn)
+                    if frame is None:
+                        break
+                    kind, data = frame
+                    if broken:
+                        continue  # the command stopped reading: drain, so the client never blocks on a full socket
+                    try:
+                        if kind == KIND_STDIN:
+                            channel.sendall(data)
+                        elif kind == KIND_STDIN_EOF:
+                            channel.shutdown_write()
+                    except (OSError, self._ssh.paramiko.SSHException):
+                        broken = True
+                if channel.exit_status_ready():
+                    return
+            except (OSError, EOFError, ValueError):
+                pass
+            # The client went away before the command ended: stop the command.
+            channel.close()
+
+        def stderr() -> None:
+            with contextlib.suppress(OSError, self._ssh.paramiko.SSHException):
+                while True:
+                    data = channel.recv_stderr(READ_SIZE)
+                    if not data:
+                        break
+                    emit(KIND_STDERR, data)
+
+        threading.Thread(target=stdin, name="burrow-stdin", daemon=True).start()
+        err_thread = threading.Thread(target=stderr, name="burrow-stderr", daemon=True)
+        err_thread.start()
+        try:
+            while True:
+                data = channel.recv(READ_SIZE)
+                if not data:
+                    break
+                emit(KIND_STDOUT, data)
+        except (OSError, self._ssh.paramiko.SSHException):
+            channel.close()
+        err_thread.join()
+        rc = channel.recv_exit_status()
+        with contextlib.suppress(OSError):
+            emit(KIND_EXIT, json.dumps({"rc": rc}).encode())
+
+    OPS: t.ClassVar[dict[str, str]] = {
+        "ping": "op_ping",
+        "status": "op_status",
+        "open": "op_open",
+        "exec": "op_exec",
+        "put": "op_put",
+        "fetch": "op_fetch",
+        "reset": "op_reset",
+        "shutdown": "op_shutdown",
+    }
+
+    def op_shutdown(self, _conn: socket.socket, _request: dict[str, t.Any]) -> dict[str, t.Any]:
+        self.stopping.set()
+        return {"ok": True}
+
+    # -- serving -------------------------------------------------------------------------------------------------
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                _pid, uid, _gid = struct.unpack("3i", creds)
+                if uid != os.getuid():
+                    LOG.warning("refused a connection from uid %d", uid)
+                    return
+                frame = recv_frame(conn)
+                if frame is None or frame[0] != KIND_JSON:
+                    return
+                request = json.loads(frame[1].decode("utf-8"))
+                with self.lock:
+                    self.requests += 1
+                    self.active += 1
+                    self.last_request = time.monotonic()
+                try:
+                    self._dispatch(conn, request)
+                finally:
+                    with self.lock:
+                        self.active -= 1
+                        self.last_request = time.monotonic()
+            except (OSError, EOFError, ValueError) as exc:
+                LOG.debug("client connection ended: %s", exc)
+
+    def _dispatch(self, conn: socket.socket, request: dict[str, t.Any]) -> None:
+        method = self.OPS.get(str(request.get("op")))
+        if method is None:
+            send_json(conn, {"ok": False, "error": {"kind": "control_error", "message": f"unknown operation {request.get('op')!r}"}})
+            return
+        try:
+            answer = getattr(self, method)(conn, request)
+        except _FileError as exc:
+            answer = {"ok": False, "error": {"kind": exc.kind, "message": exc.message, "advice": "", "hop": "", "permanent": True}}
+        except TunnelError as exc:
+            answer = {"ok": False, "error": exc.to_dict()}
+        except Exception as exc:  # noqa: BLE001 - one failing request must not take the broker down
+            LOG.exception("request %s failed", request.get("op"))
+            answer = {"ok": False, "error": error_dict(exc)}
+        if answer is not None:
+            send_json(conn, answer)
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        alive: dict[tuple[int, int], bool] = {}
+
+        def is_alive(owner: tuple[int, int]) -> bool:
+            if owner not in alive:
+                alive[owner] = owner_alive(owner)
+            return alive[owner]
+
+        with self.lock:
+            nodes = sorted(self.nodes.values(), key=lambda n: -len(n.chain()))
+        for node in nodes:
+            if node.closed or node.busy or node.children:
+                continue
+            if node.forward_connections():
+                node.touch(None, None)
+                continue
+            reason = ""
+            if not node.transport.is_active():
+                reason = "the connection closed"
+            elif node.owners and not any(is_alive(owner) for owner in node.owners):
+                reason = "every ansible process that used it has exited"
+            elif now - node.last_used > node.idle_timeout:
+                reason = f"idle for {node.idle_timeout:g} s"
+            if reason:
+                LOG.info("closing the session to %s: %s", node.label, reason)
+                self.close_node(node)
+        with self.lock:
+            self.owners = {owner for owner in self.owners if is_alive(owner)}
+            if not self.nodes and not self.active and (not self.owners or now - self.last_request > self.max_idle):
+                self.stopping.set()
+
+    def serve(self) -> None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            server.bind(self.paths.socket)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.paths.socket, 0o600)
+        server.listen(256)
+        server.settimeout(REAP_INTERVAL)
+        self.server = server
+        identity = os.stat(self.paths.socket).st_ino
+        LOG.info("session broker %d listening on %s", os.getpid(), self.paths.socket)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    conn, _ = server.accept()
+                except socket.timeout:
+                    self.reap()
+                    continue
+                conn.settimeout(None)
+                threading.Thread(target=self.handle, args=(conn,), name="burrow-client", daemon=True).start()
+                if time.monotonic() - self.last_request > REAP_INTERVAL:
+                    self.reap()
+        finally:
+            with contextlib.suppress(OSError):
+                if os.stat(self.paths.socket).st_ino == identity:
+                    os.unlink(self.paths.socket)
+            server.close()
+            with self.lock:
+                nodes = [node for node in self.nodes.values() if node.parent is None]
+            for node in nodes:
+                self.close_node(node)
+            LOG.info("session broker %d stopped", os.getpid())
+
+
+class _FileError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _open_log(path: str) -> None:
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) > MAX_LOG_SIZE:
+            os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", buffering=1))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    root = logging.getLogger("burrow")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+def daemon_main(argv: list[str]) -> int:
+    """Entry point of the spawned interpreter: detach once more, take the broker lock, serve."""
+    paths = BrokerPaths(argv[0])
+    if os.fork():
+        os._exit(0)  # the intermediate process: the spawner reaps it at once
+    os.chdir("/")
+    lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # A previous broker may still be stopping (its socket already gone): wait for it a little.
+        _flock(lock_fd, 10.0)
+    except ControlError:
+        return 0
+    _open_log(paths.log)
+    from ansible_collections.burrow.ssh.plugins.module_utils._relay import configure_threads
+
+    configure_threads()
+    broker = Broker(paths)
+    signal.signal(signal.SIGTERM, lambda *_args: broker.stopping.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.socket)
+    try:
+        broker.serve()
+    except Exception:  # noqa: BLE001 - the log is the only place left to say why
+        LOG.exception("session broker failed")
+        return 1
+    finally:
+        os.close(lock_fd)
+    return 0
+
+
+def hop_to_wire(hop: t.Any) -> dict[str, t.Any]:
+    return dataclasses.asdict(hop)

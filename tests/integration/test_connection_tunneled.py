@@ -1,0 +1,280 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""burrow.ssh.tunneled against a target sshd in a network namespace, reached through a bastion sshd on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+
+import pytest
+
+TARGET_DIR = pathlib.Path(__file__).resolve().parent / "targets" / "connection_tunneled"
+BASTION_SIDE = "10.203.7.1"
+TARGET_ADDRESS = "10.203.7.2"
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def network_namespace() -> t.Iterator[str]:
+    """A namespace holding 10.203.7.2/24, joined by a veth pair to 10.203.7.1/24 in the root namespace; deleted on exit."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    token = secrets.token_hex(3)
+    name = f"burrow-ct-{token}"
+    outside, inside = f"bct{token}", f"bcti{token}"
+    _ip("netns", "add", name)
+    try:
+        _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        _ip("link", "set", inside, "netns", name)
+        _ip("addr", "add", f"{BASTION_SIDE}/24", "dev", outside)
+        _ip("link", "set", outside, "up")
+        _ip("-n", name, "addr", "add", f"{TARGET_ADDRESS}/24", "dev", inside)
+        _ip("-n", name, "link", "set", inside, "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        with contextlib.suppress(RuntimeError):
+            _ip("link", "del", outside)
+        _ip("netns", "del", name)
+
+
+class Lab:
+    """Bastion and target sshd, a combined known_hosts, an HTTP server on the controller side, an isolated broker dir."""
+
+    def __init__(self, sandbox: t.Any, netns: str, workdir: pathlib.Path) -> None:
+        self.sandbox = sandbox
+        self.netns = netns
+        self.workdir = workdir
+        # The bastion logs each direct-tcpip request (DEBUG1): proof that the target was reached through it.
+        self.bastion = sandbox.start_sshd(name="bastion", extra_config="LogLevel DEBUG1\n")
+        self.target = sandbox.start_sshd(name="target", netns=netns, listen=TARGET_ADDRESS)
+        self.http = sandbox.start_http(body=b"page served on the controller side\n")
+        self.http_body = sandbox.http_body.decode()
+        self.known_hosts = workdir / "known_hosts"
+        self.known_hosts.write_text(self.bastion.known_hosts.read_text() + self.target.known_hosts.read_text())
+        self.known_hosts.chmod(0o600)
+        self.state_dir = workdir / "state"
+        self.state_dir.mkdir(mode=0o700)
+        self.local_tmp = workdir / "local"
+        self.local_tmp.mkdir(mode=0o700)
+        self.forward_ports = {"tunneled-pipelining": 31081, "tunneled-no-pipelining": 31082}
+        self.socks_ports = {"tunneled-pipelining": 31091, "tunneled-no-pipelining": 31092}
+
+    def inventory(self, known_hosts: pathlib.Path | None = None, **extra: t.Any) -> pathlib.Path:
+        common = {
+            "ansible_connection": "burrow.ssh.tunneled",
+            "ansible_host": TARGET_ADDRESS,
+            "ansible_port": self.target.port,
+            "ansible_user": self.target.user,
+            "ansible_ssh_private_key_file": str(self.target.client_key),
+            "ansible_python_interpreter": str(pathlib.Path(sys.executable)),
+            "burrow_via": [{"host": self.bastion.host, "port": self.bastion.port, "user": self.bastion.user, "private_key_file": str(self.bastion.client_key)}],
+            "burrow_known_hosts_file": str(known_hosts or self.known_hosts),
+            "burrow_use_agent": False,
+        }
+        common.update(extra)
+        hosts = {}
+        for host, pipelining in (("tunneled-pipelining", True), ("tunneled-no-pipelining", False)):
+            hosts[host] = {
+                "ansible_pipelining": pipelining,
+                "forward_port": self.forward_ports[host],
+                "socks_port": self.socks_ports[host],
+                "burrow_remote_forwards": [f"127.0.0.1:{self.forward_ports[host]}:127.0.0.1:{self.http.port}"],
+                "burrow_reverse_socks": [f"127.0.0.1:{self.socks_ports[host]}"],
+            }
+        path = self.workdir / f"inventory-{secrets.token_hex(3)}.json"
+        path.write_text(json.dumps({"tunneled": {"hosts": hosts, "vars": common}}))
+        return path
+
+    def run(self, ansible_playbook: t.Callable[..., t.Any], playbook: str, inventory: pathlib.Path, **extra_vars: t.Any) -> t.Any:
+        variables = {"local_tmp": str(self.local_tmp), "run_id": secrets.token_hex(3), **extra_vars}
+        return ansible_playbook(TARGET_DIR / playbook, inventory, extra_vars=variables, env={"BURROW_STATE_DIR": str(self.state_dir)}, timeout=600)
+
+    def broker_sockets(self) -> list[pathlib.Path]:
+        return sorted(self.state_dir.glob("broker-*.sock"))
+
+
+def _auth_count(sshd: t.Any) -> int:
+    return sshd.log_path.read_text(errors="replace").count("Accepted publickey")
+
+
+def _failures(result: t.Any) -> str:
+    return (result.stdout[-6000:] + "\n" + result.stderr[-3000:]).strip()
+
+
+def _ok_tasks(result: t.Any, host: str) -> list[str]:
+    names = []
+    for play in result.json["plays"]:
+        for task in play["tasks"]:
+            outcome = task["hosts"].get(host)
+            if outcome is not None and not outcome.get("failed") and not outcome.get("unreachable") and not outcome.get("skipped"):
+                names.append(task["task"]["name"])
+    return names
+
+
+def _host_result(result: t.Any, host: str, task_name: str) -> dict[str, t.Any]:
+    for play in result.json["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] == task_name and host in task["hosts"]:
+                return task["hosts"][host]
+    raise AssertionError(f"no result for {task_name} on {host}")
+
+
+def _wait_broker_gone(lab: Lab, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not lab.broker_sockets():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def lab() -> t.Iterator[Lab]:
+    from sandbox import Sandbox
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="burrow-ct-"))
+    try:
+        with network_namespace() as netns, Sandbox() as box:
+            lab = Lab(box, netns, workdir)
+            try:
+                yield lab
+            finally:
+                _stop_brokers(lab)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop_brokers(lab: Lab) -> None:
+    """The broker exits on its own once the playbook has; if a test left one behind, stop it by its pid."""
+    if _wait_broker_gone(lab, 5.0):
+        return
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import BrokerClient
+
+    with contextlib.suppress(Exception):
+        client = BrokerClient(str(lab.state_dir))
+        sock = client._try_connect()
+        if sock is not None:
+            sock.close()
+            client.call({"op": "shutdown"}, timeout=5)
+    _wait_broker_gone(lab, 5.0)
+
+
+def test_standard_connection_checks_through_the_bastion(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    have_sudo = shutil.which("sudo") is not None
+    bastion_log_before = lab.bastion.log_path.read_text(errors="replace")
+    result = lab.run(ansible_playbook, "test_connection.yml", lab.inventory(), become_su=os.geteuid() == 0, become_sudo=have_sudo)
+    assert result.returncode == 0, _failures(result)
+    for host in ("tunneled-pipelining", "tunneled-no-pipelining"):
+        done = _ok_tasks(result, host)
+        for task in (
+            "Wait for the connection",
+            "Check the raw output",
+            "Check the unicode round trip",
+            "The target sees 10.203.7.2",
+            "Copied and fetched files are identical, byte for byte",
+            "Check the prompted become (the prompt and the success marker are not in the output)",
+            "Check after reset",
+            "Wait for the connection after the reset",
+        ):
+            assert task in done, f"{task} did not pass on {host}"
+        if os.geteuid() == 0:
+            assert "Check su" in done
+        if have_sudo:
+            assert "Check sudo" in done
+    # Every connection to the target went through the bastion (its direct-tcpip requests name the target).
+    new_log = lab.bastion.log_path.read_text(errors="replace")[len(bastion_log_before) :]
+    assert f"target {TARGET_ADDRESS} port {lab.target.port}" in new_log
+    assert _wait_broker_gone(lab), "the session broker did not exit after the playbook"
+
+
+def test_second_and_later_tasks_reuse_the_session(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    bastion_before, target_before = _auth_count(lab.bastion), _auth_count(lab.target)
+    result = lab.run(ansible_playbook, "commands.yml", lab.inventory(), task_count=8)
+    assert result.returncode == 0, _failures(result)
+    # 2 inventory hosts x 8 tasks: one target session per host, and the bastion connection shared by both.
+    assert _auth_count(lab.target) - target_before == 2
+    assert _auth_count(lab.bastion) - bastion_before == 1
+    assert _wait_broker_gone(lab)
+
+
+def test_remote_forward_and_reverse_socks_reach_the_controller_side(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    have_curl = shutil.which("curl") is not None
+    result = lab.run(ansible_playbook, "forwards.yml", lab.inventory(), expected_body=lab.http_body, http_port=lab.http.port, have_curl=have_curl)
+    assert result.returncode == 0, _failures(result)
+    for host in ("tunneled-pipelining", "tunneled-no-pipelining"):
+        assert _host_result(result, host, "Fetch the controller-side page through the remote forward")["content"] == lab.http_body
+        if have_curl:
+            assert _host_result(result, host, "Fetch the same page through the reverse SOCKS proxy (curl on the target)")["stdout"] == lab.http_body.strip()
+    assert _wait_broker_gone(lab)
+    # The forwards went away with the sessions: nothing listens on the target's forward ports any more.
+    probe = subprocess.run(
+        ["ip", "netns", "exec", lab.netns, "ss", "-Hltn", f"( sport = :{lab.forward_ports['tunneled-pipelining']} )"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if probe.returncode == 0:
+        assert probe.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("hop", ["bastion", "target"])
+def test_host_key_mismatch_on_either_hop_fails_clearly(lab: Lab, ansible_playbook: t.Callable[..., t.Any], hop: str) -> None:
+    other = lab.target if hop == "bastion" else lab.bastion
+    changed = lab.bastion if hop == "bastion" else lab.target
+    # known_hosts holds a different key for the hop under test (another sshd's host key).
+    name = changed.host if changed.port == 22 else f"[{changed.host}]:{changed.port}"
+    wrong_key = other.host_pubkey_line
+    lines = [line for line in lab.known_hosts.read_text().splitlines() if not line.startswith(name + " ")]
+    lines.append(f"{name} {wrong_key}")
+    known_hosts = lab.workdir / f"known_hosts-wrong-{hop}"
+    known_hosts.write_text("\n".join(lines) + "\n")
+    result = lab.run(ansible_playbook, "hostkey.yml", lab.inventory(known_hosts=known_hosts))
+    assert result.returncode != 0
+    outcome = _host_result(result, "tunneled-pipelining", "Raw")
+    assert outcome.get("unreachable") is True
+    message = outcome["msg"]
+    assert "CHANGED" in message, message
+    assert f"{changed.host}:{changed.port}" in message, message
+    assert "ssh-keygen -R" in message, message
+    assert "should-not-run" not in result.stdout
+    assert _wait_broker_gone(lab)
+
+
+def test_wrong_become_password_fails_clearly(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    playbook = lab.workdir / "wrong_become.yml"
+    playbook.write_text(
+        "- hosts: tunneled\n  gather_facts: false\n  tasks:\n"
+        "    - name: Wrong password\n      ansible.builtin.command: echo never\n"
+        "      become: true\n      become_method: burrow_fakepw\n      vars:\n        ansible_become_password: not-the-password\n"
+    )
+    shutil.copytree(TARGET_DIR / "become_plugins", lab.workdir / "become_plugins", dirs_exist_ok=True)
+    variables = {"local_tmp": str(lab.local_tmp)}
+    result = ansible_playbook(playbook, lab.inventory(), extra_vars=variables, env={"BURROW_STATE_DIR": str(lab.state_dir)}, timeout=300)
+    assert result.returncode != 0
+    for host in ("tunneled-pipelining", "tunneled-no-pipelining"):
+        outcome = _host_result(result, host, "Wrong password")
+        assert outcome.get("failed") is True
+        text = json.dumps(outcome)
+        assert "Incorrect burrow_fakepw password" in text or "Sorry, try again" in text, text
+        assert "never" not in outcome.get("stdout", "")
+    assert _wait_broker_gone(lab)
