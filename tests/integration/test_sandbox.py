@@ -363,3 +363,28 @@ def test_sshd_in_a_network_namespace(sandbox: Sandbox) -> None:
     finally:
         sandbox.stop()
         subprocess.run(["ip", "netns", "del", netns], check=False, timeout=30)
+
+
+def test_cleanup_removes_a_sandbox_whose_owner_was_killed(tmp_path: pathlib.Path) -> None:
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from sandbox import Sandbox;"
+        "box = Sandbox(); sshd = box.start_sshd(); echo = box.start_echo();"
+        "print(box.root, sshd.pid, echo.pid, flush=True); time.sleep(60)"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script, str(SANDBOX_PY.parent)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        root_text, *pid_texts = owner.stdout.readline().split()
+        owner.kill()  # no atexit, no signal handler: the children are orphaned
+        owner.wait(10)
+        root, pids = pathlib.Path(root_text), [int(p) for p in pid_texts]
+        assert all(pid_alive(pid) for pid in pids)
+        result = subprocess.run([sys.executable, str(SANDBOX_PY), "cleanup"], capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert f"removed orphaned sandbox {root}" in result.stderr
+        assert [pid for pid in pids if pid_alive(pid)] == []
+        assert not root.exists()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)

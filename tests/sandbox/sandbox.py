@@ -1116,6 +1116,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if not failures else 1
 
 
+def cleanup_orphans(base: str = "/tmp") -> list[pathlib.Path]:
+    """Stop what sandboxes whose owner process died (e.g. SIGKILL) left behind, and remove their dirs."""
+    removed: list[pathlib.Path] = []
+    for pids_file in sorted(pathlib.Path(base).glob("burrow-sandbox-*/pids")):
+        try:
+            lines = [line.split() for line in pids_file.read_text().splitlines() if line.strip()]
+        except OSError:
+            continue
+        owner = next((fields for fields in lines if fields[0] == "owner"), None)
+        if owner is None or pid_alive(int(owner[1]), int(owner[2])):
+            continue
+        targets = [(int(f[0]), int(f[1]), int(f[2])) for f in lines if f[0] != "owner" and len(f) >= 3]
+        tree = [(child, _start_time(child)) for pid, start, _sig in targets if pid_alive(pid, start) for child in descendants(pid)]
+        for pid, start, sig in targets:
+            if pid_alive(pid, start):
+                _signal(pid, sig)
+        everything = [(pid, start) for pid, start, _sig in targets] + tree
+        for sig in (None, signal.SIGKILL):
+            if sig is not None:
+                for pid, start in everything:
+                    if pid_alive(pid, start):
+                        _signal(pid, sig)
+            deadline = time.monotonic() + STOP_GRACE
+            while time.monotonic() < deadline and any(pid_alive(pid, start) for pid, start in everything):
+                time.sleep(0.05)
+        shutil.rmtree(pids_file.parent, ignore_errors=True)
+        removed.append(pids_file.parent)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("_serve-echo", "_serve-http"):
@@ -1136,7 +1166,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS... ({inventory} is replaced by the inventory path)")
     check = sub.add_parser("check", help="start everything, prove ssh and PostgreSQL work, stop, prove nothing is left")
     check.add_argument("--no-postgres", action="store_true")
+    clean = sub.add_parser("cleanup", help="stop and remove sandboxes under /tmp whose owner process is gone (killed with SIGKILL)")
+    clean.add_argument("--base", default="/tmp")
     args = parser.parse_args(argv)
+    if args.action == "cleanup":
+        for path in cleanup_orphans(args.base):
+            _say(f"removed orphaned sandbox {path}")
+        return 0
     return cmd_run(args) if args.action == "run" else cmd_check(args)
 
 
