@@ -1,0 +1,69 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The tunnel module's argument spec and its translation into a Tunnel declaration."""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, Tunnel, tunnel_from_params
+
+TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "choices": ["present", "absent", "restarted"], "default": "present"},
+    "host": {"type": "str"},
+    "port": {"type": "int"},
+    "user": {"type": "str"},
+    "via": {"type": "list", "elements": "raw", "default": []},
+    "local_forwards": {"type": "list", "elements": "raw", "default": []},
+    "remote_forwards": {"type": "list", "elements": "raw", "default": []},
+    "dynamic_forwards": {"type": "list", "elements": "raw", "default": []},
+    "allow_non_loopback_bind": {"type": "bool", "default": False},
+    "private_key_file": {"type": "path"},
+    "private_key": {"type": "str", "no_log": True},
+    "private_key_passphrase": {"type": "str", "no_log": True},
+    "password": {"type": "str", "no_log": True},
+    "use_agent": {"type": "bool", "default": True},
+    "host_key_checking": {"type": "str", "choices": ["strict", "accept-new", "off"], "default": "strict"},
+    "known_hosts_file": {"type": "path"},
+    "host_key_fingerprint": {"type": "str", "no_log": False},
+    "keepalive_interval": {"type": "int", "default": 5},
+    "keepalive_count_max": {"type": "int", "default": 3},
+    "connect_timeout": {"type": "int", "default": 10},
+    "reconnect": {"type": "bool", "default": True},
+    "lifetime": {"type": "str", "choices": ["persistent", "play"], "default": "persistent"},
+    "ttl": {"type": "int"},
+    "idle_timeout": {"type": "int"},
+    "drain_timeout": {"type": "int", "default": 10},
+    "state_dir": {"type": "path"},
+    "lifetime_owner": {"type": "dict"},
+}
+
+NON_DECLARATION_OPTIONS = ("state", "allow_non_loopback_bind", "drain_timeout", "state_dir", "lifetime_owner")
+
+
+def tunnel_from_module(params: dict[str, t.Any]) -> tuple[Tunnel, list[str]]:
+    """Build the declaration; refuse listeners beyond loopback unless allowed (and then warn)."""
+    declaration = {key: value for key, value in params.items() if key not in NON_DECLARATION_OPTIONS and value is not None}
+    tunnel = tunnel_from_params(declaration)
+    warnings: list[str] = []
+    counters = {"local": 0, "remote": 0, "dynamic": 0}
+    for forward in tunnel.forwards:
+        index = counters[forward.kind]
+        counters[forward.kind] += 1
+        if not forward.exposes_beyond_loopback:
+            continue
+        field = f"{forward.kind}_forwards[{index}]"
+        if not params.get("allow_non_loopback_bind"):
+            raise SpecError(
+                field,
+                str(forward.listen),
+                "listens beyond loopback, which exposes the forward to other machines; set allow_non_loopback_bind=true if that is intended",
+            )
+        warnings.append(f"{field} listens on {forward.listen}: reachable from other machines")
+    return tunnel, warnings

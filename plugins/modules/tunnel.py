@@ -1,0 +1,342 @@
+#!/usr/bin/python
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: tunnel
+short_description: Establish, update and tear down SSH port forwards (-L, -R, -D) as an idempotent task
+version_added: 0.1.0
+description:
+  - Runs one named SSH tunnel on the host that executes the task (usually the controller, with C(delegate_to: localhost)):
+    one SSH connection, through optional jump hosts, carrying any number of local, remote and dynamic (SOCKS) forwards.
+  - The tunnel lives in its own detached process that survives the task. A second run with the same declaration
+    reports O(state=present) unchanged and keeps the same process; a changed forward is replaced live without
+    touching the others; a dead or stale tunnel is repaired.
+  - Every hop's host key is checked against C(known_hosts) by default, listeners bind to loopback unless told
+    otherwise, and secrets never reach argv, logs or state files.
+author:
+  - burrow.ssh team
+requirements:
+  - paramiko >= 3.4 on the host that runs the tunnel
+attributes:
+  check_mode:
+    support: full
+    description: Predicts the change; nothing is started or stopped.
+  diff_mode:
+    support: full
+    description: Shows the tunnel's hops and forwards before and after.
+  platform:
+    support: full
+    platforms: posix
+  action_group:
+    support: full
+    membership:
+      - burrow.ssh.tunnels
+options:
+  name:
+    description:
+      - Identity of the tunnel on the host that runs it. Letters, digits, C(.), C(_) and C(-).
+      - With O(state=absent), V(*) removes every tunnel of this user on this host.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) makes sure the tunnel runs as declared; V(absent) stops it and releases every port and file;
+        V(restarted) stops and starts it again (new process).
+    type: str
+    choices: [present, absent, restarted]
+    default: present
+  host:
+    description:
+      - The SSH server that carries the forwards. C(user@host:port) is accepted. When it names a host of the inventory,
+        the action plugin takes its C(ansible_host), C(ansible_port), C(ansible_user) and key.
+      - Required with O(state=present) and O(state=restarted).
+    type: str
+  port:
+    description: SSH port of O(host).
+    type: int
+  user:
+    description: User on O(host) (and default user of the hops). Defaults to the current user.
+    type: str
+  via:
+    description:
+      - Jump hosts before O(host), in order, like OpenSSH C(ProxyJump). Each item is C(user@host:port), an inventory
+        host name, or a dict with C(host), C(port), C(user) and per-hop authentication and host key options
+        (C(private_key_file), C(private_key), C(private_key_passphrase), C(password), C(use_agent),
+        C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint)).
+      - A single string C(u1@j1:2221,u2@j2) is split on commas.
+    type: list
+    elements: raw
+    default: []
+  local_forwards:
+    description:
+      - Local forwards (C(ssh -L)) in OpenSSH syntax C([bind_address:]port:host:hostport), with IPv6 in brackets,
+        Unix sockets (C(port:/run/postgresql/.s.PGSQL.5432)), or dicts with C(listen_host), C(listen_port) or
+        C(listen_path), C(dest_host), C(dest_port) or C(dest_path).
+      - The bind address defaults to V(127.0.0.1). Port V(0) allocates a free port, reported in RV(tunnel.local_forwards)
+        and kept on later runs.
+    type: list
+    elements: raw
+    default: []
+  remote_forwards:
+    description:
+      - Remote forwards (C(ssh -R)): C([bind_address:]port:host:hostport) opens a listener on the server that leads to
+        C(host:hostport) as seen from this host. C([bind_address:]port) alone serves SOCKS from this side
+        (reverse dynamic forward, OpenSSH 7.6 semantics).
+      - The server decides where it really binds (sshd C(GatewayPorts)); the module reports what it bound and warns
+        when it differs. Port V(0) lets the server allocate one.
+    type: list
+    elements: raw
+    default: []
+  dynamic_forwards:
+    description:
+      - Dynamic forwards (C(ssh -D)): a SOCKS4, SOCKS4a and SOCKS5 server, C([bind_address:]port) or a dict with
+        C(listen_host), C(listen_port), C(socks_username) and C(socks_password) (RFC 1929, SOCKS5 only).
+    type: list
+    elements: raw
+    default: []
+  allow_non_loopback_bind:
+    description:
+      - Listeners on addresses other than loopback expose the forward to other machines. They are refused unless
+        this is V(true), and then produce a warning.
+    type: bool
+    default: false
+  private_key_file:
+    description: Private key file for every hop that sets none (OpenSSH or PEM; ed25519, ECDSA or RSA).
+    type: path
+  private_key:
+    description: Private key content, for keys kept in a vault.
+    type: str
+  private_key_passphrase:
+    description: Passphrase of the private key.
+    type: str
+  password:
+    description: Password (also used to answer keyboard-interactive prompts).
+    type: str
+  use_agent:
+    description: Offer the keys of the ssh-agent in C(SSH_AUTH_SOCK).
+    type: bool
+    default: true
+  host_key_checking:
+    description:
+      - V(strict) refuses unknown and changed keys. V(accept-new) records unknown keys in O(known_hosts_file) but
+        never accepts a changed key. V(off) accepts anything and warns; use it only on isolated test networks.
+    type: str
+    choices: [strict, accept-new, "off"]
+    default: strict
+  known_hosts_file:
+    description: The known_hosts file used for every hop that sets none. Defaults to C(~/.ssh/known_hosts).
+    type: path
+  host_key_fingerprint:
+    description: Pin the host key of O(host) by its C(SHA256:) fingerprint instead of using known_hosts.
+    type: str
+  keepalive_interval:
+    description: Seconds between keepalive requests that expect an answer.
+    type: int
+    default: 5
+  keepalive_count_max:
+    description:
+      - Unanswered keepalives after which the connection is declared dead and rebuilt. The liveness budget is
+        O(keepalive_interval) times this.
+    type: int
+    default: 3
+  connect_timeout:
+    description: Seconds allowed for each hop's TCP connect, SSH handshake and authentication.
+    type: int
+    default: 10
+  reconnect:
+    description: Rebuild a lost connection with exponential backoff (1 s doubling to 30 s). Authentication and host key errors are never retried.
+    type: bool
+    default: true
+  lifetime:
+    description:
+      - V(persistent) keeps the tunnel until O(state=absent), its O(ttl) or its O(idle_timeout).
+      - V(play) ends it when the ansible-playbook run that declared it exits, even on failure or Ctrl-C.
+        Only for tunnels on the controller (C(delegate_to: localhost)); elsewhere use O(ttl) or O(idle_timeout).
+    type: str
+    choices: [persistent, play]
+    default: persistent
+  ttl:
+    description: Stop the tunnel this many seconds after it started.
+    type: int
+  idle_timeout:
+    description: Stop the tunnel after this many seconds without any connection through it.
+    type: int
+  drain_timeout:
+    description: On stop, how long active connections may finish before they are closed.
+    type: int
+    default: 10
+  state_dir:
+    description:
+      - Where tunnel state files, control sockets and logs live (mode 0700).
+        Defaults to C($XDG_RUNTIME_DIR/burrow), else C(~/.ansible/burrow); E(BURROW_STATE_DIR) overrides both.
+    type: path
+  lifetime_owner:
+    description:
+      - Set by the action plugin for O(lifetime=play) (the ansible-playbook process). Do not set it by hand.
+    type: dict
+notes:
+  - The tunnel process runs as the user that runs the task, on the host that runs it.
+  - Changing credentials alone does not restart a running tunnel; use O(state=restarted).
+seealso:
+  - module: burrow.ssh.tunnel_info
+  - module: burrow.ssh.sshd_forwarding
+"""
+
+EXAMPLES = r"""
+- name: Reach the database hidden behind the bastion
+  burrow.ssh.tunnel:
+    name: appdb
+    host: bastion.example.com
+    user: deploy
+    private_key_file: ~/.ssh/deploy
+    local_forwards:
+      - "127.0.0.1:0:db.internal:5432"
+    lifetime: play
+  delegate_to: localhost
+  register: appdb
+
+- name: Use the allocated port
+  ansible.builtin.debug:
+    msg: "PostgreSQL is at 127.0.0.1:{{ appdb.tunnel.port }}"
+
+- name: Expose a local web app on the server's port 8080 (loopback there)
+  burrow.ssh.tunnel:
+    name: webapp
+    host: deploy@public.example.com
+    remote_forwards:
+      - "127.0.0.1:8080:127.0.0.1:3000"
+  delegate_to: localhost
+
+- name: A SOCKS proxy for a browser, through two jump hosts
+  burrow.ssh.tunnel:
+    name: socks
+    host: inner.example.com
+    via:
+      - ops@bastion-a.example.com
+      - ops@bastion-b.example.com:2222
+    dynamic_forwards:
+      - "127.0.0.1:1080"
+  delegate_to: localhost
+
+- name: Tear down every tunnel of this user on the controller
+  burrow.ssh.tunnel:
+    name: "*"
+    state: absent
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+tunnel:
+  description: The tunnel as it runs after the task (or as predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: The tunnel's name.
+      type: str
+      sample: appdb
+    status:
+      description: V(up), V(reconnecting), V(down), V(stale) or V(absent).
+      type: str
+      sample: up
+    pid:
+      description: Process id of the tunnel process.
+      type: int
+      sample: 41234
+    port:
+      description: The bound port of the first forward (the allocated one when port V(0) was asked).
+      type: int
+      sample: 40123
+    local_forwards:
+      description: Local forwards with C(listen_port), C(bound_host), counters and C(warnings).
+      type: list
+      elements: dict
+      sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "bound_host": "127.0.0.1", "listen_port": 40123}]
+    remote_forwards:
+      description: Remote forwards with C(listen_port) as the server bound it, and C(bound_host) as observed.
+      type: list
+      elements: dict
+      sample: []
+    dynamic_forwards:
+      description: SOCKS listeners with C(listen_port).
+      type: list
+      elements: dict
+      sample: []
+    reconnects:
+      description: How many times the connection was rebuilt.
+      type: int
+      sample: 0
+    warnings:
+      description: What the tunnel noticed (host keys accepted, servers that bound elsewhere than asked).
+      type: list
+      elements: str
+      sample: []
+action:
+  description: What the task did: V(created), V(unchanged), V(updated), V(repaired), V(replaced), V(restarted), V(removed) or V(absent).
+  returned: always
+  type: str
+  sample: created
+removed:
+  description: Names of the tunnels stopped by O(state=absent).
+  returned: when O(state=absent)
+  type: list
+  elements: str
+  sample: [appdb]
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.burrow.ssh.plugins.module_utils._errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, tunnel_from_module
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError
+
+try:
+    from ansible_collections.burrow.ssh.plugins.module_utils import _manage
+    from ansible_collections.burrow.ssh.plugins.module_utils._ssh import HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR
+except ImportError as exc:  # pragma: no cover
+    HAS_PARAMIKO = False
+    PARAMIKO_IMPORT_ERROR = str(exc)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=TUNNEL_ARGUMENT_SPEC,
+        required_if=[("state", "present", ("host",)), ("state", "restarted", ("host",))],
+        supports_check_mode=True,
+    )
+    if not HAS_PARAMIKO:
+        module.fail_json(msg=missing_required_lib("paramiko"), exception=PARAMIKO_IMPORT_ERROR)
+    params = module.params
+    state_dir = _manage.resolve_state_dir(params["state_dir"])
+    try:
+        if params["state"] == "absent":
+            outcome = _manage.ensure_absent(params["name"], state_dir, check_mode=module.check_mode, drain_timeout=params["drain_timeout"])
+            module.exit_json(changed=outcome.changed, action=outcome.action, removed=outcome.report["removed"], tunnel=outcome.report, diff=outcome.diff or {})
+        tunnel, warnings = tunnel_from_module(params)
+        for warning in warnings:
+            module.warn(warning)
+        outcome = _manage.ensure_present(
+            tunnel,
+            state_dir,
+            {kind: params[kind] for kind in ("local_forwards", "remote_forwards", "dynamic_forwards")},
+            check_mode=module.check_mode,
+            owner=_manage.owner_for(params),
+            restart=params["state"] == "restarted",
+            drain_timeout=params["drain_timeout"],
+        )
+    except SpecError as exc:
+        module.fail_json(msg=str(exc), field=exc.field)
+    except TunnelError as exc:
+        module.fail_json(msg=str(exc), error=exc.to_dict())
+    summary = _manage.summarize(outcome.report)
+    for warning in summary["warnings"]:
+        module.warn(warning)
+    module.exit_json(changed=outcome.changed, action=outcome.action, tunnel=summary, diff=outcome.diff or {})
+
+
+if __name__ == "__main__":
+    main()

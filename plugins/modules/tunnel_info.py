@@ -1,0 +1,133 @@
+#!/usr/bin/python
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: tunnel_info
+short_description: Report the tunnels of burrow.ssh on a host, with an optional end-to-end probe
+version_added: 0.1.0
+description:
+  - Lists the tunnels started by M(burrow.ssh.tunnel) for the current user on the host that runs the task,
+    with their status, bound addresses and ports, traffic counters, reconnects and last error.
+  - With O(probe=true), opens a channel to each local forward's destination through the tunnel and reports
+    success and latency, or the server's reason.
+  - Finds orphans (state whose process is gone) and reports them as V(stale). It never changes anything.
+author:
+  - burrow.ssh team
+requirements:
+  - paramiko >= 3.4 on the host that runs the tunnels
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.info_module
+attributes:
+  action_group:
+    support: full
+    membership:
+      - burrow.ssh.tunnels
+options:
+  name:
+    description: The tunnel to report. Omitted, every tunnel of this user on this host.
+    type: str
+  probe:
+    description: Check every forward end to end.
+    type: bool
+    default: false
+  state_dir:
+    description: Where the tunnels' state lives; see M(burrow.ssh.tunnel).
+    type: path
+seealso:
+  - module: burrow.ssh.tunnel
+"""
+
+EXAMPLES = r"""
+- name: Is the database tunnel up, and does the database answer through it?
+  burrow.ssh.tunnel_info:
+    name: appdb
+    probe: true
+  delegate_to: localhost
+  register: info
+
+- name: Fail when the destination does not answer
+  ansible.builtin.assert:
+    that: info.tunnels[0].probe | selectattr('ok', 'equalto', false) | list | length == 0
+
+- name: All tunnels on the controller
+  burrow.ssh.tunnel_info:
+  delegate_to: localhost
+  register: all_tunnels
+"""
+
+RETURN = r"""
+tunnels:
+  description: One entry per tunnel found (a named tunnel that does not exist is reported with status V(absent)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The tunnel's name.
+      type: str
+      sample: appdb
+    status:
+      description: V(up), V(reconnecting), V(down), V(stale) (process gone or not answering) or V(absent).
+      type: str
+      sample: up
+    pid:
+      description: The tunnel process.
+      type: int
+      sample: 41234
+    forwards:
+      description: Each forward with C(key), C(kind), C(bound_host), C(bound_port), C(bound_path), C(connections_total),
+        C(connections_active), C(bytes_in), C(bytes_out), C(failures), C(last_error).
+      type: list
+      elements: dict
+      sample: []
+    reconnects:
+      description: Times the connection was rebuilt.
+      type: int
+      sample: 0
+    last_error:
+      description: The last error, with C(kind), C(message) and C(advice).
+      type: dict
+      sample: null
+    uptime:
+      description: Seconds since the current SSH connection was established.
+      type: float
+      sample: 12.5
+    probe:
+      description: With O(probe=true), per forward C(ok), C(latency_ms) or C(error).
+      type: list
+      elements: dict
+      sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "ok": true, "latency_ms": 1.2}]
+    reason:
+      description: Why a tunnel is V(stale).
+      type: str
+      sample: the tunnel process is gone but its files remain (killed or crashed)
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, list_handles
+from ansible_collections.burrow.ssh.plugins.module_utils._manage import resolve_state_dir
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str"},
+            "probe": {"type": "bool", "default": False},
+            "state_dir": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    state_dir = resolve_state_dir(module.params["state_dir"])
+    name = module.params["name"]
+    handles = [TunnelHandle(state_dir, name)] if name else list_handles(state_dir)
+    module.exit_json(changed=False, tunnels=[handle.inspect(probe=module.params["probe"]) for handle in handles])
+
+
+if __name__ == "__main__":
+    main()
