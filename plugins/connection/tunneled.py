@@ -252,8 +252,11 @@ class Connection(ConnectionBase):
         # A pty lets su (and sudo with requiretty) prompt; with pipelined input the module goes on stdin, so no pty.
         pty = become_prompt and not in_data
         display.vvv(f"EXEC {cmd}", host=self.get_option("remote_addr"))
+        # Without a prompt to answer, the input goes right behind the request; with one, only after the answer.
+        early = not become_prompt
+        request = {"session": session, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
         try:
-            stream = self._broker().exec({"session": session, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty})
+            stream = self._broker().exec(request, stdin=in_data if early else None, eof=early and not pty)
         except BrokerError as exc:
             self._fail(exc, "running a command on")
         stdout = bytearray()
@@ -261,11 +264,12 @@ class Connection(ConnectionBase):
         try:
             if become_prompt:
                 self._become_handshake(stream, stdout, stderr)
+                if stream.rc is None:
+                    if in_data:
+                        stream.send_stdin(in_data)
+                    if not pty:
+                        stream.close_stdin()
             if stream.rc is None:
-                if in_data:
-                    stream.send_stdin(in_data)
-                if not pty:
-                    stream.close_stdin()
                 stream.collect(stdout, stderr)
         except BrokerError as exc:
             self._fail(exc, "running a command on")

@@ -1,0 +1,167 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""50 ansible.builtin.command tasks against a host behind a bastion, per connection plugin, in one run.
+
+burrow.ssh.tunneled vs ansible.builtin.ssh (ProxyJump + ControlPersist) vs ansible.builtin.paramiko_ssh (when the
+installed ansible-core still has it; ProxyCommand through the bastion). The target sshd runs in a network namespace
+(10.203.7.2) reached through a bastion sshd on loopback, as in the integration test. Needs root.
+
+    .venv/bin/python tests/performance/bench_connection.py [--tasks 50] [--rounds 3] [--pipelining both|on|off]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "sandbox"))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import ensure_collection_link  # noqa: E402
+from sandbox import Sandbox  # noqa: E402
+from test_connection_tunneled import TARGET_ADDRESS, network_namespace  # noqa: E402
+
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+
+
+def write_playbook(path: pathlib.Path, tasks: int) -> None:
+    lines = ["- hosts: bench", "  gather_facts: false", "  tasks:"]
+    for index in range(tasks):
+        lines += [f"    - name: Command {index}", f"      ansible.builtin.command: echo {index}", "      changed_when: false"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def has_paramiko_ssh() -> bool:
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-doc"), "-t", "connection", "-l"], capture_output=True, text=True, timeout=120, check=False)
+    return "paramiko_ssh" in result.stdout
+
+
+def main() -> int:  # noqa: PLR0915 - a linear script
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pipelining", choices=("both", "on", "off"), default="both")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespace)", file=sys.stderr)
+        return 2
+    collections = ensure_collection_link()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="burrow-bench-conn-"))
+    work.chmod(0o700)
+    results: dict[str, list[float]] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            import pytest
+
+            try:
+                netns = stack.enter_context(network_namespace())
+            except pytest.skip.Exception as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+                return 2
+            box = stack.enter_context(Sandbox())
+            bastion = box.start_sshd(name="bastion")
+            target = box.start_sshd(name="target", netns=netns, listen=TARGET_ADDRESS)
+            known_hosts = work / "known_hosts"
+            known_hosts.write_text(bastion.known_hosts.read_text() + target.known_hosts.read_text())
+            known_hosts.chmod(0o600)
+            ssh_config = work / "ssh_config"
+            ssh_config.write_text(
+                f"Host burrow-bastion\n  HostName {bastion.host}\n  Port {bastion.port}\n  User {bastion.user}\n  IdentityFile {bastion.client_key}\n"
+                f"  IdentitiesOnly yes\n  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n"
+                f"Host {TARGET_ADDRESS}\n  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
+            )
+            playbook = work / "bench.yml"
+            write_playbook(playbook, args.tasks)
+            control_dir = work / "cp"
+            control_dir.mkdir(mode=0o700)
+            state_dir = work / "state"
+            state_dir.mkdir(mode=0o700)
+            common = {
+                "ansible_host": TARGET_ADDRESS,
+                "ansible_port": target.port,
+                "ansible_user": target.user,
+                "ansible_ssh_private_key_file": str(target.client_key),
+                "ansible_python_interpreter": sys.executable,
+            }
+            plugins: dict[str, dict[str, t.Any]] = {
+                "burrow.ssh.tunneled": {
+                    "ansible_connection": "burrow.ssh.tunneled",
+                    "burrow_via": [{"host": bastion.host, "port": bastion.port, "user": bastion.user, "private_key_file": str(bastion.client_key)}],
+                    "burrow_known_hosts_file": str(known_hosts),
+                    "burrow_use_agent": False,
+                },
+                "ssh (ProxyJump + ControlPersist)": {
+                    "ansible_connection": "ansible.builtin.ssh",
+                    "ansible_ssh_common_args": f"-F {ssh_config} -o ProxyJump=burrow-bastion",
+                },
+            }
+            if has_paramiko_ssh():
+                plugins["paramiko_ssh (ProxyCommand)"] = {
+                    "ansible_connection": "ansible.builtin.paramiko_ssh",
+                    "ansible_paramiko_proxy_command": f"ssh -F {ssh_config} -W %h:%p burrow-bastion",
+                    "ansible_paramiko_host_key_checking": False,
+                }
+            modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.pipelining]
+            env = dict(os.environ)
+            env.update(
+                ANSIBLE_COLLECTIONS_PATH=str(collections),
+                ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_dir),
+                ANSIBLE_HOST_KEY_CHECKING="True",
+                ANSIBLE_PARAMIKO_HOST_KEY_CHECKING="False",
+                ANSIBLE_DEPRECATION_WARNINGS="False",
+                ANSIBLE_NOCOLOR="1",
+                BURROW_STATE_DIR=str(state_dir),
+            )
+            for round_index in range(args.rounds):
+                for pipelining in modes:
+                    for name, variables in plugins.items():
+                        label = f"{name}, pipelining {'on' if pipelining else 'off'}"
+                        inventory = work / "inventory.json"
+                        host_vars = {**common, **variables, "ansible_pipelining": pipelining}
+                        inventory.write_text(json.dumps({"bench": {"hosts": {"bench-host": {}}, "vars": host_vars}}))
+                        started = time.monotonic()
+                        run = subprocess.run(
+                            [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)], capture_output=True, text=True, env=env, timeout=900, check=False
+                        )
+                        elapsed = time.monotonic() - started
+                        if run.returncode != 0:
+                            print(f"{label}: FAILED (rc {run.returncode})\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}", file=sys.stderr)
+                            return 1
+                        results.setdefault(label, []).append(elapsed)
+                        print(f"round {round_index + 1}: {label}: {elapsed:.2f} s", flush=True)
+                        # Stop ssh's ControlPersist masters after each run so every run starts cold (the same for every plugin).
+                        for sock in control_dir.iterdir():
+                            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=30, check=False)
+                        deadline = time.monotonic() + 10
+                        while any(state_dir.glob("broker-*.sock")) and time.monotonic() < deadline:
+                            time.sleep(0.05)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.tasks} ansible.builtin.command tasks, 1 host behind a bastion, {args.rounds} round(s), median wall time of ansible-playbook:")
+    for pipelining in ("on", "off"):
+        rows = {label: statistics.median(times) for label, times in results.items() if label.endswith(f"pipelining {pipelining}")}
+        if not rows:
+            continue
+        ours = next(value for label, value in rows.items() if label.startswith("burrow.ssh.tunneled"))
+        for label, value in rows.items():
+            per_task = value / args.tasks * 1000
+            runs = ", ".join(f"{x:.2f}" for x in results[label])
+            print(f"  {label:55s} {value:7.2f} s  {per_task:6.1f} ms/task  ratio to burrow.ssh.tunneled {value / ours:5.2f}  (runs: {runs})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
