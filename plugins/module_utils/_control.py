@@ -209,7 +209,7 @@ def _read_report(fd: int, timeout: float) -> bytes:
         remaining = end - time.monotonic()
         if remaining <= 0:
             break
-        ready, _, _ = select.select([fd], [], [], remaining)
+        ready = select.select([fd], [], [], remaining)[0]
         if not ready:
             break
         chunk = os.read(fd, 65536)

@@ -75,7 +75,7 @@ class ControlServer:
     def _serve(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn = self.sock.accept()[0]
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), name="burrow-control-client", daemon=True).start()

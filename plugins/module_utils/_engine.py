@@ -456,7 +456,7 @@ class TunnelEngine:
         while not self.stopping.is_set():
             chain = self.chain
             if chain is not None and chain.is_active():
-                answered, _ = chain.target.request("keepalive@openssh.com", timeout=interval)
+                answered = chain.target.request("keepalive@openssh.com", timeout=interval)[0]
                 if answered:
                     misses = 0
                     if self.stopping.wait(interval):

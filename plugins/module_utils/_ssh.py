@@ -120,12 +120,12 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         deadline = time.monotonic() + timeout
         while not event.wait(0.05):
             if not self.active:
-                raise self.get_exception() or paramiko.SSHException("SSH session closed while opening a channel")
+                raise self.saved_exception or paramiko.SSHException("SSH session closed while opening a channel")
             if time.monotonic() >= deadline:
                 raise paramiko.SSHException("Timeout opening channel.")
         opened = self._channels.get(chanid)
         if opened is None:
-            raise self.get_exception() or paramiko.SSHException("Unable to open channel.")
+            raise self.saved_exception or paramiko.SSHException("Unable to open channel.")
         return opened
 
 

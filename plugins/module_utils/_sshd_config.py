@@ -481,7 +481,7 @@ class SshdConfig:
         return None
 
     def _block_insert_point(self, match_index: int) -> Tuple[int, str]:
-        blocks = [i for i, _ in self.match_blocks()]
+        blocks = [i for i, _block in self.match_blocks()]
         following = [i for i in blocks if i > match_index]
         end = following[0] if following else len(self.lines)
         last = match_index
@@ -584,7 +584,7 @@ def effective_values(sshd: str, path: str, connection_spec: Optional[str] = None
         raise SshdConfigError(f"sshd -T failed: {(err.strip() or out.strip()).replace(chr(10), '; ')}")
     values: Dict[str, str] = {}
     for line in out.splitlines():
-        key, _, value = line.partition(" ")
+        key, _sep, value = line.partition(" ")
         if key and key not in values:
             values[key] = value.strip()
     return values

@@ -28,15 +28,21 @@ description:
     and returns them in RV(effective); it fails when they differ from what was asked.
   - Options left unset are not touched.
 author:
-  - burrow.ssh team
+  - burrow.ssh team (@burrow-ssh)
 requirements:
   - OpenSSH sshd on the target (C(sshd -t) and C(sshd -T) are used).
 attributes:
   check_mode:
     support: full
+    description: Predicts the change and the effective values.
     details: The candidate is validated with C(sshd -t) and C(sshd -T) in a temporary directory; nothing is written or reloaded.
   diff_mode:
     support: full
+    description: Shows the configuration file before and after, as lineinfile does.
+  platform:
+    support: full
+    platforms: posix
+    description: Hosts running OpenSSH's sshd.
 notes:
   - Run as root (C(become)) on a real server; C(sshd -t) needs to read the host keys.
   - C(Include) paths that are not absolute are resolved against C(/etc/ssh) by sshd, whatever the location of

@@ -10,15 +10,15 @@ module: tunnel
 short_description: Establish, update and tear down SSH port forwards (-L, -R, -D) as an idempotent task
 version_added: 0.1.0
 description:
-  - Runs one named SSH tunnel on the host that executes the task (usually the controller, with C(delegate_to: localhost)):
-    one SSH connection, through optional jump hosts, carrying any number of local, remote and dynamic (SOCKS) forwards.
+  - Runs one named SSH tunnel on the host that executes the task (usually the controller, with C(delegate_to=localhost)),
+    one SSH connection, through optional jump hosts, that carries any number of local, remote and dynamic (SOCKS) forwards.
   - The tunnel lives in its own detached process that survives the task. A second run with the same declaration
     reports O(state=present) unchanged and keeps the same process; a changed forward is replaced live without
     touching the others; a dead or stale tunnel is repaired.
   - Every hop's host key is checked against C(known_hosts) by default, listeners bind to loopback unless told
     otherwise, and secrets never reach argv, logs or state files.
 author:
-  - burrow.ssh team
+  - burrow.ssh team (@burrow-ssh)
 requirements:
   - paramiko >= 3.4 on the host that runs the tunnel
 attributes:
@@ -31,8 +31,10 @@ attributes:
   platform:
     support: full
     platforms: posix
+    description: Any POSIX host with Python and paramiko; usually the controller.
   action_group:
     support: full
+    description: Use C(group/burrow.ssh.tunnels) in C(module_defaults) to set shared options once.
     membership:
       - burrow.ssh.tunnels
 options:
@@ -83,7 +85,7 @@ options:
     default: []
   remote_forwards:
     description:
-      - Remote forwards (C(ssh -R)): C([bind_address:]port:host:hostport) opens a listener on the server that leads to
+      - Remote forwards (C(ssh -R)). C([bind_address:]port:host:hostport) opens a listener on the server that leads to
         C(host:hostport) as seen from this host. C([bind_address:]port) alone serves SOCKS from this side
         (reverse dynamic forward, OpenSSH 7.6 semantics).
       - The server decides where it really binds (sshd C(GatewayPorts)); the module reports what it bound and warns
@@ -93,7 +95,7 @@ options:
     default: []
   dynamic_forwards:
     description:
-      - Dynamic forwards (C(ssh -D)): a SOCKS4, SOCKS4a and SOCKS5 server, C([bind_address:]port) or a dict with
+      - Dynamic forwards (C(ssh -D)), a SOCKS4, SOCKS4a and SOCKS5 server, C([bind_address:]port) or a dict with
         C(listen_host), C(listen_port), C(socks_username) and C(socks_password) (RFC 1929, SOCKS5 only).
     type: list
     elements: raw
@@ -155,7 +157,7 @@ options:
     description:
       - V(persistent) keeps the tunnel until O(state=absent), its O(ttl) or its O(idle_timeout).
       - V(play) ends it when the ansible-playbook run that declared it exits, even on failure or Ctrl-C.
-        Only for tunnels on the controller (C(delegate_to: localhost)); elsewhere use O(ttl) or O(idle_timeout).
+        Only for tunnels on the controller (C(delegate_to=localhost)); elsewhere use O(ttl) or O(idle_timeout).
     type: str
     choices: [persistent, play]
     default: persistent
@@ -276,7 +278,7 @@ tunnel:
       elements: str
       sample: []
 action:
-  description: What the task did: V(created), V(unchanged), V(updated), V(repaired), V(replaced), V(restarted), V(removed) or V(absent).
+  description: What the task did, one of V(created), V(unchanged), V(updated), V(repaired), V(replaced), V(restarted), V(removed) or V(absent).
   returned: always
   type: str
   sample: created

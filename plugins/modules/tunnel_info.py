@@ -16,15 +16,23 @@ description:
     success and latency, or the server's reason.
   - Finds orphans (state whose process is gone) and reports them as V(stale). It never changes anything.
 author:
-  - burrow.ssh team
+  - burrow.ssh team (@burrow-ssh)
 requirements:
   - paramiko >= 3.4 on the host that runs the tunnels
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: N/A
+    description: Changes nothing, so there is no diff.
+  platform:
+    support: full
+    platforms: posix
+    description: Any POSIX host with Python and paramiko.
   action_group:
     support: full
+    description: Use C(group/burrow.ssh.tunnels) in C(module_defaults) to set O(state_dir) once.
     membership:
       - burrow.ssh.tunnels
 options:

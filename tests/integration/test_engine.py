@@ -246,7 +246,7 @@ def test_bidirectional_saturation(sshd: t.Any, echo: LoopbackServer) -> None:
 def test_one_broken_client_does_not_affect_others(sshd: t.Any, echo: LoopbackServer) -> None:
     with running(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{echo.port}"])) as engine:
         steady = socket.create_connection(bound(engine), timeout=10)
-        for _ in range(50):
+        for _attempt in range(50):
             rst = socket.create_connection(bound(engine), timeout=10)
             rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             rst.sendall(b"x" * 1000)
@@ -263,7 +263,7 @@ def test_connect_close_cycles_leak_nothing(sshd: t.Any, echo: LoopbackServer) ->
         counters = list(engine.forwards.values())[0].counters
         assert wait_until(lambda: counters.connections_active == 0, 5)
         fds, threads = open_fds(), threading.active_count()
-        for _ in range(1000):
+        for _cycle in range(1000):
             sock = socket.create_connection(address, timeout=10)
             sock.close()
         assert wait_until(lambda: counters.connections_active == 0, 30), counters.as_dict()
@@ -285,7 +285,7 @@ def test_concurrent_connections(sshd: t.Any, echo: LoopbackServer) -> None:
             except Exception as exc:  # noqa: BLE001 - counted
                 failures.append(repr(exc))
 
-        threads = [threading.Thread(target=one) for _ in range(200)]
+        threads = [threading.Thread(target=one) for _index in range(200)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -472,7 +472,7 @@ def test_destination_down_keeps_the_tunnel_up_and_probe_says_so(sshd: t.Any) -> 
 def test_stop_finishes_within_deadline_with_active_clients(sshd: t.Any, echo: LoopbackServer) -> None:
     engine = TunnelEngine(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{echo.port}"]))
     engine.start()
-    clients = [socket.create_connection(bound(engine), timeout=10) for _ in range(5)]
+    clients = [socket.create_connection(bound(engine), timeout=10) for _index in range(5)]
     for client in clients:
         client.sendall(b"x")
         client.recv(1)

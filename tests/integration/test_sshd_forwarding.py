@@ -173,7 +173,7 @@ def echo_server() -> Iterator[int]:
     def accept_loop() -> None:
         while not stop.is_set():
             try:
-                conn, _ = listener.accept()
+                conn = listener.accept()[0]
             except socket.timeout:
                 continue
             except OSError:
@@ -233,7 +233,7 @@ def sshd_t(config: str, spec: Optional[str] = None) -> Dict[str, str]:
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
     values: Dict[str, str] = {}
     for line in out.splitlines():
-        key, _, value = line.partition(" ")
+        key, _sep, value = line.partition(" ")
         values.setdefault(key, value)
     return values
 

@@ -244,7 +244,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("override", "field"), BAD_INPUTS, ids=[field + "-" + str(i) for i, (_, field) in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(("override", "field"), BAD_INPUTS, ids=[field + "-" + str(i) for i, (_override, field) in enumerate(BAD_INPUTS)])
 def test_bad_input_fails_with_the_field_and_leaves_nothing(
     ansible_playbook: t.Any, inventory: Path, state_dir: Path, tmp_path: Path, override: dict[str, t.Any], field: str
 ) -> None:

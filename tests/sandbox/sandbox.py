@@ -1158,7 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if _read_banner(argv[1], int(argv[2])).startswith(b"SSH-2.0") else 1
         except OSError:
             return 1
-    parser = argparse.ArgumentParser(prog="sandbox.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="sandbox.py", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="start the sandbox, run a command against it, stop everything; exits with the command's code")
     run.add_argument("--no-postgres", action="store_true")

@@ -61,7 +61,7 @@ def test_keyword_lookup_is_case_insensitive_and_keeps_spelling() -> None:
 
 def test_same_value_is_unchanged() -> None:
     cfg = model(BASE)
-    change, _ = cfg.set("GatewayPorts", "NO")
+    change, _warnings = cfg.set("GatewayPorts", "NO")
     assert change.action == "unchanged"
     assert cfg.render() == BASE
 
@@ -80,7 +80,7 @@ def test_first_value_wins_later_duplicate_reported_not_touched() -> None:
 def test_global_insert_goes_before_first_match_not_at_end() -> None:
     text = "Port 22\nUsePAM no\n\n# tunnel users\nMatch User tunnel\n    AllowTcpForwarding remote\n"
     cfg = model(text)
-    change, _ = cfg.set("GatewayPorts", "clientspecified")
+    change, _warnings = cfg.set("GatewayPorts", "clientspecified")
     assert change.action == "inserted"
     assert change.line == 3
     assert cfg.render() == "Port 22\nUsePAM no\nGatewayPorts clientspecified\n\n# tunnel users\nMatch User tunnel\n    AllowTcpForwarding remote\n"
@@ -91,7 +91,7 @@ def test_global_value_inside_match_block_does_not_count_as_global() -> None:
     cfg = model(text)
     assert cfg.effective("gatewayports") is None
     assert cfg.effective("gatewayports", "user tunnel").lineno == 3  # type: ignore[union-attr]
-    change, _ = cfg.set("GatewayPorts", "no")
+    change, _warnings = cfg.set("GatewayPorts", "no")
     assert change.action == "inserted"
     assert cfg.render() == "Port 22\nGatewayPorts no\nMatch User tunnel\n    GatewayPorts yes\n"
 
@@ -110,11 +110,11 @@ def test_global_insert_when_only_match_blocks() -> None:
 
 def test_match_block_created_at_end() -> None:
     cfg = model(BASE)
-    change, _ = cfg.set("AllowTcpForwarding", "remote", match="User   tunnel")
+    change, _warnings = cfg.set("AllowTcpForwarding", "remote", match="User   tunnel")
     assert change.action == "block_created"
     assert cfg.render() == BASE + "\nMatch User tunnel\n    AllowTcpForwarding remote\n"
     # second keyword goes into the same block, not a new one
-    change2, _ = cfg.set("GatewayPorts", "clientspecified", match="user tunnel")
+    change2, _warnings = cfg.set("GatewayPorts", "clientspecified", match="user tunnel")
     assert change2.action == "inserted"
     assert cfg.render().count("Match") == 1
     assert cfg.render().endswith("Match User tunnel\n    AllowTcpForwarding remote\n    GatewayPorts clientspecified\n")
@@ -138,7 +138,7 @@ def test_match_replace_only_in_the_right_block() -> None:
 
 def test_no_warning_for_disjoint_user_blocks() -> None:
     cfg = model("Match User a\n  GatewayPorts yes\nMatch Address 10.0.0.0/8\n  GatewayPorts no\n")
-    _, warnings = cfg.set("GatewayPorts", "clientspecified", match="User b")
+    _change, warnings = cfg.set("GatewayPorts", "clientspecified", match="User b")
     assert len(warnings) == 1
     assert "Match address 10.0.0.0/8" in warnings[0]
 
@@ -171,7 +171,7 @@ def test_include_drop_in_with_same_value_is_fine(tmp_path: Path) -> None:
     (drop / "a.conf").write_text("GatewayPorts clientspecified\n")
     text = "Include d/*.conf\nPort 22\n"  # relative: resolved against the include base (/etc/ssh for sshd)
     cfg = model(text, tmp_path)
-    change, _ = cfg.set("GatewayPorts", "clientspecified")
+    change, _warnings = cfg.set("GatewayPorts", "clientspecified")
     assert change.action == "unchanged"
     assert cfg.render() == text
 
@@ -180,7 +180,7 @@ def test_include_after_value_does_not_conflict(tmp_path: Path) -> None:
     (tmp_path / "late.conf").write_text("GatewayPorts yes\n")
     text = f"GatewayPorts no\nInclude {tmp_path}/late.conf\n"
     cfg = model(text, tmp_path)
-    _, warnings = cfg.set("GatewayPorts", "clientspecified")
+    _change, warnings = cfg.set("GatewayPorts", "clientspecified")
     assert cfg.render().startswith("GatewayPorts clientspecified\n")
     assert any("late.conf line 1" in w for w in warnings)
 
