@@ -152,14 +152,16 @@ class ForwardRuntime:
             return
         relay(client, channel, self.counters)
 
+    def _socks_credentials(self) -> tuple[str, str] | None:
+        if self.forward.socks_username is None:
+            return None
+        return self.forward.socks_username, self.forward.socks_password or ""
+
     def _handle_dynamic(self, client: socket.socket) -> None:
         self.counters.opened()
-        credentials = None
-        if self.forward.socks_username is not None:
-            credentials = (self.forward.socks_username, self.forward.socks_password or "")
         try:
             client.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
-            request = _socks.negotiate(client, credentials=credentials)
+            request = _socks.negotiate(client, credentials=self._socks_credentials())
             client.settimeout(None)
         except (_socks.SocksError, OSError) as exc:
             self.counters.failed(f"SOCKS: {getattr(exc, 'reason', exc)}")
@@ -241,7 +243,7 @@ class ForwardRuntime:
         try:
             if destination is None:
                 channel.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
-                request = _socks.negotiate(channel, credentials=None)
+                request = _socks.negotiate(channel, credentials=self._socks_credentials())
                 channel.settimeout(None)
                 target = Endpoint(host=request.host, port=request.port)
             else:

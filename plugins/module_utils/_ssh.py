@@ -30,7 +30,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
     TunnelError,
     Unreachable,
 )
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import Hop
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import Hop, SpecError, parse_jump_list
 
 try:
     import paramiko
@@ -407,8 +407,60 @@ def connect_hop(sock: t.Any, hop: Hop, timeout: float) -> tuple[t.Any, list[str]
     return transport, warnings
 
 
+def _ssh_config_path() -> str | None:
+    path = os.path.expanduser(os.environ.get("BURROW_SSH_CONFIG", "~/.ssh/config"))
+    return path if path != "none" and os.path.isfile(path) else None
+
+
+def _apply_ssh_config_entry(hop: Hop, entry: dict[str, t.Any]) -> Hop:
+    """Fill what the declaration left open from a ~/.ssh/config Host entry, as ssh(1) would."""
+    changes: dict[str, t.Any] = {}
+    hostname = entry.get("hostname")
+    if hostname and hostname != hop.host:
+        changes["host"] = hostname
+    if hop.user is None and entry.get("user"):
+        changes["user"] = entry["user"]
+    if hop.port == 22 and entry.get("port"):
+        changes["port"] = int(entry["port"])
+    if hop.private_key_file is None and hop.private_key is None and entry.get("identityfile"):
+        existing = [path for path in entry["identityfile"] if os.path.exists(os.path.expanduser(path))]
+        if existing:
+            changes["private_key_file"] = existing[0]
+    if hop.known_hosts_file is None and entry.get("userknownhostsfile"):
+        changes["known_hosts_file"] = str(entry["userknownhostsfile"]).split()[0]
+    return dataclasses.replace(hop, **changes) if changes else hop
+
+
+def resolve_ssh_config(hops: t.Sequence[Hop]) -> list[Hop]:
+    """Apply ~/.ssh/config (Host, HostName, User, Port, IdentityFile, UserKnownHostsFile, ProxyJump).
+
+    ProxyJump from the config is used only when the declaration gives no jump hosts of its own,
+    like ssh -J overriding the config. BURROW_SSH_CONFIG=none turns the lookup off.
+    """
+    path = _ssh_config_path()
+    if path is None or not HAS_PARAMIKO:
+        return list(hops)
+    try:
+        config = paramiko.SSHConfig.from_path(path)
+    except (OSError, paramiko.SSHException, ValueError):
+        return list(hops)
+    resolved = [_apply_ssh_config_entry(hop, config.lookup(hop.host)) for hop in hops]
+    if len(resolved) == 1:
+        jump = config.lookup(hops[0].host).get("proxyjump")
+        if jump and jump.lower() != "none":
+            try:
+                jumps = parse_jump_list(jump, field=f"ProxyJump of {hops[0].host} in {path}")
+            except SpecError as exc:
+                raise Unreachable(str(exc), advice=f"fix the ProxyJump line in {path}") from exc
+            defaults = {"host_key_checking": hops[0].host_key_checking, "use_agent": hops[0].use_agent}
+            jumps = [dataclasses.replace(hop, **defaults) for hop in jumps]
+            resolved = [_apply_ssh_config_entry(hop, config.lookup(hop.host)) for hop in jumps] + resolved
+    return resolved
+
+
 def open_chain(hops: t.Sequence[Hop], connect_timeout: float = 10.0) -> tuple[Chain, list[str]]:
     """Connect hop by hop: TCP to the first, then a direct-tcpip channel of each hop to the next."""
+    hops = resolve_ssh_config(hops)
     transports: list[t.Any] = []
     warnings: list[str] = []
     chain = Chain(hops=tuple(hops), transports=transports)

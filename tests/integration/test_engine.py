@@ -505,3 +505,37 @@ def _rss_kib(pid: int | str = "self") -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def test_reverse_dynamic_forward_enforces_socks_credentials(sshd: t.Any, echo: LoopbackServer) -> None:
+    forward = {"listen_host": "127.0.0.1", "listen_port": 0, "socks_username": "bob", "socks_password": "pw"}
+    with running(tunnel_for(sshd, remote_forwards=[forward])) as engine:
+        port = bound(engine)[1]
+        refused = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with pytest.raises(_socks.SocksError):
+            _socks.client_connect(refused, "127.0.0.1", echo.port, version=5)
+        refused.close()
+        allowed = socket.create_connection(("127.0.0.1", port), timeout=10)
+        _socks.client_connect(allowed, "127.0.0.1", echo.port, version=5, credentials=("bob", "pw"))
+        allowed.sendall(b"authenticated")
+        assert allowed.recv(32) == b"authenticated"
+        allowed.close()
+
+
+def test_ssh_config_aliases_and_proxyjump(sandbox: t.Any, echo: LoopbackServer, tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    jump = sandbox.start_sshd(name="jump")
+    inner = sandbox.start_sshd(name="inner")
+    known = tmp_path / "known_hosts"
+    known.write_text(jump.known_hosts.read_text() + inner.known_hosts.read_text())
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host jumpalias\n  HostName {jump.host}\n  Port {jump.port}\n  User {jump.user}\n  IdentityFile {jump.client_key}\n\n"
+        f"Host inneralias\n  HostName {inner.host}\n  Port {inner.port}\n  User {inner.user}\n  IdentityFile {inner.client_key}\n"
+        "  ProxyJump jumpalias\n\n"
+        f"Host *\n  UserKnownHostsFile {known}\n"
+    )
+    monkeypatch.setenv("BURROW_SSH_CONFIG", str(config))
+    tunnel = tunnel_from_params({"name": "aliased", "host": "inneralias", "use_agent": False, "local_forwards": [f"0:127.0.0.1:{echo.port}"]})
+    with running(tunnel) as engine:
+        assert len(engine.chain.transports) == 2  # type: ignore[union-attr]
+        assert echo_roundtrip(bound(engine), b"via ssh_config") == b"via ssh_config"
