@@ -539,3 +539,75 @@ def test_ssh_config_aliases_and_proxyjump(sandbox: t.Any, echo: LoopbackServer, 
     with running(tunnel) as engine:
         assert len(engine.chain.transports) == 2  # type: ignore[union-attr]
         assert echo_roundtrip(bound(engine), b"via ssh_config") == b"via ssh_config"
+
+
+def test_unix_socket_listener_and_unix_socket_destination(sshd: t.Any, echo: LoopbackServer, tmp_path: t.Any) -> None:
+    """-L /local.sock:host:port and -L port:/remote.sock (direct-streamlocal@openssh.com)."""
+    remote_path = str(tmp_path / "remote-echo.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(remote_path)
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _address = server.accept()
+            except OSError:
+                return
+            with conn:
+                echo_handler(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    local_path = str(tmp_path / "local.sock")
+    try:
+        with running(tunnel_for(sshd, local_forwards=[f"{local_path}:127.0.0.1:{echo.port}", f"0:{remote_path}"])) as engine:
+            assert oct(os.stat(local_path).st_mode & 0o777) == "0o600"
+
+            def connect_unix() -> socket.socket:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(local_path)
+                return sock
+
+            data = payload(2 * 1024 * 1024, seed=23)
+            assert sha256(echo_roundtrip(("unused", 0), data, connect=connect_unix)) == sha256(data)
+            assert sha256(echo_roundtrip(bound(engine, 1), data)) == sha256(data)
+        assert not os.path.exists(local_path), "the listener's socket file is removed on teardown"
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_stale_unix_socket_file_is_replaced_but_a_live_one_is_not(sshd: t.Any, echo: LoopbackServer, tmp_path: t.Any) -> None:
+    path = str(tmp_path / "busy.sock")
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(path)
+    live.listen(1)
+    try:
+        with pytest.raises(TunnelError, match="in use"):
+            TunnelEngine(tunnel_for(sshd, local_forwards=[f"{path}:127.0.0.1:{echo.port}"])).start()
+    finally:
+        live.close()
+    # Now only a stale file remains (nobody listening): it is replaced.
+    with running(tunnel_for(sshd, local_forwards=[f"{path}:127.0.0.1:{echo.port}"])):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        client.sendall(b"fresh")
+        assert client.recv(5) == b"fresh"
+        client.close()
+
+
+def test_new_connections_are_held_during_a_reconnect(sandbox: t.Any, echo: LoopbackServer) -> None:
+    """Listeners stay bound while the connection is rebuilt; a client that arrives meanwhile is served once it is back."""
+    server = sandbox.start_sshd()
+    with running(tunnel_for(server, local_forwards=[f"0:127.0.0.1:{echo.port}"], connect_timeout=10)) as engine:
+        server.stop()
+        assert wait_until(lambda: engine.state == "reconnecting", 10), engine.status()
+        result: list[bytes] = []
+        client = threading.Thread(target=lambda: result.append(echo_roundtrip(bound(engine), b"held", timeout=30)), daemon=True)
+        client.start()
+        time.sleep(0.5)
+        server.restart()
+        client.join(30)
+        assert result == [b"held"]
+        assert engine.reconnects == 1
