@@ -91,6 +91,8 @@ class TunnelHandle:
         """A report: status up | reconnecting | down | stale | absent, plus what the process says."""
         if not self.exists:
             return {"name": self.name, "status": "absent"}
+        if self.state is None:
+            return {"name": self.name, "status": "stale", "socket": self.paths.socket, "reason": "a control socket was left behind without a state file"}
         base: dict[str, t.Any] = {
             "name": self.name,
             "pid": self.pid,
@@ -126,7 +128,7 @@ class TunnelHandle:
             if not _wait_gone(pid, self.state.get("start_time") if self.state else None, deadline + KILL_GRACE):
                 _signal(pid, signal.SIGKILL)
                 _wait_gone(pid, self.state.get("start_time") if self.state else None, KILL_GRACE)
-        remove_quietly(self.paths.state, self.paths.socket)
+        remove_quietly(self.paths.state, self.paths.socket, self.paths.log, self.paths.rotated_log)
         return existed
 
 
@@ -196,7 +198,8 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
         remove_quietly(paths.state, paths.socket)
         raise ControlError(f"tunnel {tunnel.name}: the tunnel process did not report within {timeout:g} s and was killed; see {paths.log}")
     if not report.get("ok"):
-        remove_quietly(paths.state, paths.socket)
+        # The error travels in the task result; nothing of the failed start is left on disk.
+        remove_quietly(paths.state, paths.socket, paths.log, paths.rotated_log)
         raise TunnelError.from_dict(report.get("error") or {})
     report["status"]["pid"] = report.get("pid")
     return report["status"]

@@ -50,6 +50,7 @@ class TunnelPaths:
         self.name = name
         self.state = os.path.join(state_dir, name + STATE_SUFFIX)
         self.log = os.path.join(state_dir, name + ".log")
+        self.rotated_log = self.log + ".1"
         socket_path = os.path.join(state_dir, name + ".sock")
         if len(socket_path.encode()) > MAX_SOCKET_PATH:
             socket_path = os.path.join(state_dir, "s-" + hashlib.sha256(name.encode()).hexdigest()[:16] + ".sock")
@@ -59,9 +60,15 @@ class TunnelPaths:
 
 
 def list_tunnel_names(state_dir: str) -> list[str]:
+    """Names with a state file, plus control sockets left behind without one (orphans to report and clean)."""
     if not os.path.isdir(state_dir):
         return []
-    return sorted(entry[: -len(STATE_SUFFIX)] for entry in os.listdir(state_dir) if entry.endswith(STATE_SUFFIX))
+    entries = os.listdir(state_dir)
+    names = {entry[: -len(STATE_SUFFIX)] for entry in entries if entry.endswith(STATE_SUFFIX) and not entry.startswith(".")}
+    for entry in entries:
+        if entry.endswith(".sock") and not entry.startswith("s-") and entry[: -len(".sock")] not in names:
+            names.add(entry[: -len(".sock")])
+    return sorted(names)
 
 
 def process_start_time(pid: int) -> int | None:
