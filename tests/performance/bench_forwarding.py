@@ -558,7 +558,8 @@ def burrow_cipher(cfg: dict[str, t.Any]) -> str:
         chain, _warnings = open_chain(spec.hops, connect_timeout=10)
     try:
         transport = chain.target
-        return f"{transport.local_cipher} (MAC {transport.local_mac}), KEX {recorder.kex}"
+        mac = "implicit" if "gcm" in str(transport.local_cipher) else transport.local_mac
+        return f"{transport.local_cipher} (MAC {mac}), KEX {recorder.kex}"
     finally:
         chain.close()
 
@@ -915,7 +916,9 @@ def summarise_profile(raw: str) -> dict[str, t.Any]:
         "samples": total,
         "threads": top(threads, 8),
         "self": top(self_time, 14),
-        "inclusive": top({name: value for name, value in inclusive.items() if name.split(" (")[0] not in ("run", "_bootstrap", "_bootstrap_inner")}, 16),
+        "inclusive": top(
+            {name: value for name, value in inclusive.items() if name.split(" (")[0] not in ("Thread.run", "Thread._bootstrap", "Thread._bootstrap_inner")}, 16
+        ),
     }
 
 
@@ -985,11 +988,11 @@ def build_targets(results: dict[str, t.Any]) -> list[dict[str, t.Any]]:
         for direction in DIRECTIONS:
             ratio = _ratio(thr.get(("burrow", kind, direction)), thr.get(("openssh", kind, direction)))
             targets.append(
-                {"target": f"-{kind} {direction} throughput >= 1.0x OpenSSH", "measured": _fmt(ratio) + "x", "met": ratio is not None and ratio >= 1.0}
+                {"target": f"-{kind} {direction} throughput >= 1.0x OpenSSH", "measured": _fmt(ratio, 3) + "x", "met": ratio is not None and ratio >= 1.0}
             )
     for direction in DIRECTIONS:
         ratio = _ratio(thr.get(("burrow", "L", direction)), thr.get(("sshtunnel", "L", direction)))
-        targets.append({"target": f"-L {direction} throughput >= 2.5x sshtunnel", "measured": _fmt(ratio) + "x", "met": ratio is not None and ratio >= 2.5})
+        targets.append({"target": f"-L {direction} throughput >= 2.5x sshtunnel", "measured": _fmt(ratio, 3) + "x", "met": ratio is not None and ratio >= 2.5})
     rtt = results["rtt"]
     ratio = _ratio(rtt.get("burrow/L", {}).get("p50_us"), rtt.get("openssh/L", {}).get("p50_us"))
     targets.append({"target": "RTT p50 (-L) within 1.1x OpenSSH -L", "measured": _fmt(ratio) + "x", "met": ratio is not None and ratio <= 1.1})
@@ -1110,7 +1113,7 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
             f"{slow.get('rss_after_mib', 'n/a')} |"
         )
     if results.get("rss_timeline"):
-        lines += ["", "RSS (MiB) of each tunnel process over the run, in the order the tests ran:", ""]
+        lines += ["", "RSS (MiB) of each tunnel process after each phase, in the order the phases ran:", ""]
         lines += ["| after | " + " | ".join(TOOL_LABELS[tool] for tool in TOOLS) + " |", "|---" * (len(TOOLS) + 1) + "|"]
         lines += [f"| {row['after']} | " + " | ".join(str(row.get(tool, "n/a")) for tool in TOOLS) + " |" for row in results["rss_timeline"]]
     details = {tool: results["rss"].get(tool, {}).get("idle_detail") for tool in TOOLS}
@@ -1130,7 +1133,7 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
         lines += ["", f"![throughput, latency and setup, burrow.ssh vs OpenSSH vs sshtunnel]({chart_name})"]
     profile = results.get("profile")
     if profile:
-        lines += ["", "### Profile of the burrow.ssh tunnel process (py-spy, sampling at 200 Hz, CPU-active samples only)", ""]
+        lines += ["", "### Profile of the burrow.ssh tunnel process (`py-spy record --gil`, 200 Hz: only samples of the thread holding the GIL)", ""]
         for direction, data in profile.items():
             if "error" in data:
                 lines += [f"{direction}: profiling failed: {data['error']}", ""]
@@ -1324,7 +1327,7 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
             row = measure_slow_reader(tunnel, service_port, settings.slow_seconds)
             results["slow_reader"][tunnel.tool] = row
             log(f"  {tunnel.tool:9} RSS {row['rss_before_mib']} -> max {row['rss_max_mib']} -> {row['rss_after_mib']} MiB")
-        timeline("after the slow reader")
+        timeline("the slow reader")
 
         log(f"== concurrency: {settings.concurrency} connections x {ECHO_SIZE // 1024} KiB echo through -L")
         results["concurrency"] = {}
@@ -1334,7 +1337,7 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
             log(f"  {tunnel.tool:9} {row['failures']} failures, {row['wall_s']} s {row['outcome']}")
             time.sleep(1.0)  # let the tunnels close the channels of the burst before the next one
 
-        timeline("after the concurrent burst")
+        timeline("the concurrent burst")
         results["rss"]["burrow"]["idle_after_mib"] = round(proc_rss_kib(burrow.pid) / 1024, 1)
 
         if args.profile:
