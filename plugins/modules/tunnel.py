@@ -310,9 +310,16 @@ def main() -> None:
         required_if=[("state", "present", ("host",)), ("state", "restarted", ("host",))],
         supports_check_mode=True,
     )
+    params = module.params
+    # Secrets nested in list elements (per-hop credentials, SOCKS passwords) are not covered by the
+    # argument spec's no_log: mask them in every result, including the echoed invocation.
+    for entry in list(params["via"] or []) + list(params["dynamic_forwards"] or []):
+        if isinstance(entry, dict):
+            for key in ("password", "private_key", "private_key_passphrase", "socks_password"):
+                if isinstance(entry.get(key), str) and entry[key]:
+                    module.no_log_values.add(entry[key])
     if not HAS_PARAMIKO:
         module.fail_json(msg=missing_required_lib("paramiko"), exception=PARAMIKO_IMPORT_ERROR)
-    params = module.params
     state_dir = _manage.resolve_state_dir(params["state_dir"])
     try:
         if params["state"] == "absent":
