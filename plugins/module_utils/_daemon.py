@@ -14,6 +14,7 @@ whose AnsiballZ payload is deleted once the module exits, so nothing may be impo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import logging.handlers
@@ -34,10 +35,24 @@ from ansible_collections.burrow.ssh.plugins.module_utils._spec import (
     parse_local_forward,
     parse_remote_forward,
 )
+from ansible_collections.burrow.ssh.plugins.module_utils._ssh import use_deque_pipes
 
 LOG_MAX_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 1024 * 1024
 LIFETIME_POLL_INTERVAL = 0.5
+
+try:  # glibc only; elsewhere freed memory is simply not handed back early
+    _MALLOC_TRIM: t.Any = ctypes.CDLL(None).malloc_trim
+except (OSError, AttributeError):  # pragma: no cover - musl, macOS
+    _MALLOC_TRIM = None
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS. glibc keeps it in per-thread arenas: measured (docs/performance.md), a burst of
+    1000 connections left the idle process at 88-113 MiB RSS without this, 49-51 MiB with it."""
+    if _MALLOC_TRIM is not None:
+        with contextlib.suppress(Exception):
+            _MALLOC_TRIM(0)
 
 
 def _setup_logging(path: str) -> None:
@@ -180,6 +195,7 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
 
     with contextlib.suppress(OSError):
         os.write(ready_fd, json.dumps({"starting": os.getpid()}).encode() + b"\n")
+    use_deque_pipes()
     engine = TunnelEngine(tunnel)
     try:
         engine.start()
@@ -208,11 +224,16 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     report({"ok": True, "status": engine.status(), "pid": os.getpid()})
     started = time.time()
     reason = ""
+    trimmed_at = time.time()
     while not stop_requested.wait(LIFETIME_POLL_INTERVAL):
         reason = _lifetime_reason(tunnel, engine, owner, started)
         if reason:
             stop_deadline[0] = 2.0
             break
+        status = engine.status()
+        if status["connections_active"] == 0 and time.time() - status["idle_seconds"] > trimmed_at:
+            _release_freed_memory()  # once per quiet spell that follows traffic
+            trimmed_at = time.time()
     log.info("stopping: %s", reason or "stop requested")
     engine.stop(deadline=stop_deadline[0])
     server.close()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import errno
 import fcntl
@@ -34,6 +35,8 @@ from ansible_collections.burrow.ssh.plugins.module_utils._spec import Hop, SpecE
 
 try:
     import paramiko
+    import paramiko.channel
+    from paramiko.buffered_pipe import PipeTimeout
     from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_GLOBAL_REQUEST
     from paramiko.message import Message
 
@@ -60,6 +63,104 @@ PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.co
 DEFAULT_IDENTITY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 OPEN_FAILURE_REASONS = {1: "administratively prohibited", 2: "connect failed", 3: "unknown channel type", 4: "resource shortage"}
+
+
+class DequePipe:
+    """Drop-in for paramiko's BufferedPipe (a channel's receive buffer) that keeps the received bytes objects in a deque.
+
+    BufferedPipe copies every packet into an array.array, copies it out again with tobytes() and memmoves the rest
+    of the buffer on every read. Measured through the tunnel process (docs/performance.md): the directions that read
+    from the channel use 22-26 % less CPU per MB and move 20-24 % more MB/s.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._event: threading.Event | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._closed = False
+
+    def set_event(self, event: threading.Event) -> None:
+        with self._lock:
+            self._event = event
+            if self._closed or self._size:
+                event.set()
+            else:
+                event.clear()
+
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            if self._event is not None:
+                self._event.set()
+            if data:
+                self._chunks.append(bytes(data))
+                self._size += len(data)
+            self._cv.notify_all()
+
+    def read_ready(self) -> bool:
+        with self._lock:
+            return self._size > 0
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            if not self._size:
+                if self._closed:
+                    return b""
+                if timeout == 0.0:
+                    raise PipeTimeout()
+                while not self._size and not self._closed:
+                    then = time.time()
+                    self._cv.wait(timeout)
+                    if timeout is not None:
+                        timeout -= time.time() - then
+                        if timeout <= 0.0:
+                            raise PipeTimeout()
+            parts = []
+            taken = 0
+            while self._chunks and taken < nbytes:
+                chunk = self._chunks[0]
+                if taken + len(chunk) <= nbytes:
+                    parts.append(self._chunks.popleft())
+                    taken += len(chunk)
+                else:
+                    cut = nbytes - taken
+                    parts.append(chunk[:cut])
+                    self._chunks[0] = chunk[cut:]
+                    taken += cut
+            self._size -= taken
+            if not self._size and self._event is not None and not self._closed:
+                self._event.clear()
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def empty(self) -> bytes:
+        with self._lock:
+            out = b"".join(self._chunks)
+            self._chunks.clear()
+            self._size = 0
+            if self._event is not None and not self._closed:
+                self._event.clear()
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._cv.notify_all()
+            if self._event is not None:
+                self._event.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._size
+
+
+def use_deque_pipes() -> None:
+    """Make every paramiko Channel created from now on in this process buffer its input in a DequePipe.
+
+    Process-wide (paramiko creates channels inline), so only the tunnel process calls it.
+    """
+    if HAS_PARAMIKO:
+        paramiko.channel.BufferedPipe = DequePipe  # type: ignore[misc,assignment]
 
 
 class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]

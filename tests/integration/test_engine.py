@@ -40,6 +40,10 @@ from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
     TunnelError,
 )
 from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
+from ansible_collections.burrow.ssh.plugins.module_utils._ssh import DequePipe, use_deque_pipes
+
+# The tunnel process buffers channel input in a DequePipe; test the engine in that same configuration.
+use_deque_pipes()
 
 SIZES = [0, 1, 65535, 1024 * 1024, 64 * 1024 * 1024]
 
@@ -611,3 +615,14 @@ def test_new_connections_are_held_during_a_reconnect(sandbox: t.Any, echo: Loopb
         client.join(30)
         assert result == [b"held"]
         assert engine.reconnects == 1
+
+
+def test_channels_use_the_deque_pipe(sshd: t.Any, echo: LoopbackServer) -> None:
+    with running(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{echo.port}"])) as engine:
+        channel = engine.open_channel(list(engine.forwards.values())[0].forward.destination, ("127.0.0.1", 0))
+        try:
+            assert isinstance(channel.in_buffer, DequePipe)
+            channel.sendall(b"abc")
+            assert channel.recv(10) == b"abc"
+        finally:
+            channel.close()
