@@ -278,7 +278,7 @@ def service_main() -> int:
     def accept_loop() -> None:
         while True:
             try:
-                conn, _ = server.accept()
+                conn = server.accept()[0]
             except OSError:
                 return
             threading.Thread(target=_service_connection, args=(conn, block), daemon=True).start()
@@ -334,7 +334,7 @@ def sshtunnel_main(cfg: dict[str, t.Any]) -> int:
 
 def sshtunnel_setup_main(cfg: dict[str, t.Any]) -> int:
     times = []
-    for _ in range(int(cfg["runs"])):
+    for _run in range(int(cfg["runs"])):
         started = time.perf_counter()
         forwarder = _sshtunnel_forwarder(cfg)
         forwarder.start()
@@ -342,7 +342,7 @@ def sshtunnel_setup_main(cfg: dict[str, t.Any]) -> int:
             times.append((time.perf_counter() - started, first_byte(forwarder.local_bind_port, started)))
         finally:
             forwarder.stop()
-    print(json.dumps({"ms": [round(total * 1000, 1) for _, total in times]}), flush=True)
+    print(json.dumps({"ms": [round(total * 1000, 1) for _first, total in times]}), flush=True)
     return 0
 
 
@@ -758,7 +758,7 @@ def measure_setup_burrow(sshd: t.Any, service_port: int, state_dir: str, runs: i
 
 def measure_setup_openssh(sshd: t.Any, service_port: int, runs: int) -> list[float]:
     times = []
-    for _ in range(runs):
+    for _run in range(runs):
         port = free_port()
         argv = [*ssh_base_argv(sshd), "-N", "-L", f"{SERVICE_HOST}:{port}:{SERVICE_HOST}:{service_port}", sshd.host]
         started = time.perf_counter()
@@ -891,7 +891,7 @@ def summarise_profile(raw: str) -> dict[str, t.Any]:
     inclusive: dict[str, int] = {}
     total = 0
     for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
+        stack, _sep, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
@@ -1387,7 +1387,7 @@ def main(argv: list[str] | None = None) -> int:
         return spawn_main(json.loads(argv[1]))
     if argv and argv[0] == "_sshtunnel_setup":
         return sshtunnel_setup_main(json.loads(argv[1]))
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and counts (CI smoke run)")
     parser.add_argument("--out", type=pathlib.Path, help="write the results into this Markdown file (between the bench markers)")
     parser.add_argument("--chart", type=pathlib.Path, help="PNG chart path (default: images/performance.png next to --out)")
