@@ -313,7 +313,7 @@ def main() -> None:
     params = module.params
     # Secrets nested in list elements (per-hop credentials, SOCKS passwords) are not covered by the
     # argument spec's no_log: mask them in every result, including the echoed invocation.
-    for entry in list(params["via"] or []) + list(params["dynamic_forwards"] or []):
+    for entry in [*(params["via"] or []), *(params["dynamic_forwards"] or []), *(params["remote_forwards"] or [])]:
         if isinstance(entry, dict):
             for key in ("password", "private_key", "private_key_passphrase", "socks_password"):
                 if isinstance(entry.get(key), str) and entry[key]:
