@@ -1,0 +1,178 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Unit tests of burrow.ssh.tunneled: options to hop chain, become prompt handling, error mapping, broker framing."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import typing as t
+
+import pytest
+import yaml
+from ansible import constants as C
+from ansible.errors import AnsibleAuthenticationFailure, AnsibleConnectionFailure, AnsibleFileNotFound, AnsibleOptionsError
+from ansible.playbook.play_context import PlayContext
+
+from ansible_collections.burrow.ssh.plugins.plugin_utils import _session_broker as broker
+from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import KIND_EXIT, KIND_STDERR, KIND_STDOUT, BrokerError
+
+pytest.importorskip("paramiko")
+NAME = "burrow.ssh.tunneled"
+
+
+@pytest.fixture(scope="module")
+def plugin_class() -> t.Any:
+    """The plugin class with its option definitions (its own DOCUMENTATION plus the doc fragment) registered."""
+    from ansible_collections.burrow.ssh.plugins.connection import tunneled
+    from ansible_collections.burrow.ssh.plugins.doc_fragments.connection_options import ModuleDocFragment
+
+    options = dict(yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"])
+    options.update(yaml.safe_load(tunneled.DOCUMENTATION).get("options") or {})
+    C.config.initialize_plugin_configuration_definitions("connection", NAME, options)
+    return tunneled.Connection
+
+
+@pytest.fixture
+def connection(plugin_class: t.Any) -> t.Any:
+    conn = plugin_class(PlayContext(), io.StringIO())
+    conn._load_name = NAME
+    conn.set_options(direct={"remote_addr": "10.0.0.5", "remote_user": "deploy", "port": 2200, "private_key_file": "/keys/target", "use_agent": False})
+    return conn
+
+
+def test_via_strings_dicts_and_jump_lists_become_hops_before_the_target(connection: t.Any) -> None:
+    connection.set_option("via", ["ops@b1.example:2221,b2.example", {"host": "b3.example", "private_key_file": "/keys/b3"}])
+    connection.set_option("password", "target-secret")
+    session = connection._build_session()
+    hops = session["hops"]
+    assert [(hop["host"], hop["port"], hop["user"]) for hop in hops] == [
+        ("b1.example", 2221, "ops"),
+        ("b2.example", 22, "deploy"),
+        ("b3.example", 22, "deploy"),
+        ("10.0.0.5", 2200, "deploy"),
+    ]
+    # Hops inherit the key but never the target's password.
+    assert hops[1]["private_key_file"] == "/keys/target"
+    assert hops[2]["private_key_file"] == "/keys/b3"
+    assert [hop["password"] for hop in hops] == [None, None, None, "target-secret"]
+    assert "via b1.example:2221" in connection._label.replace("ops@", "")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("False", "off"), ("yes", "strict"), ("accept-new", "accept-new"), ("strict", "strict")])
+def test_host_key_checking_accepts_ansible_booleans(connection: t.Any, value: str, expected: str) -> None:
+    connection.set_option("host_key_checking", value)
+    assert {hop["host_key_checking"] for hop in connection._build_session()["hops"]} == {expected}
+
+
+def test_bad_via_and_bad_forwards_are_option_errors(connection: t.Any) -> None:
+    connection.set_option("via", ["user@host;rm -rf /"])
+    with pytest.raises(AnsibleOptionsError, match=r"burrow_via\[0\]"):
+        connection._build_session()
+    connection.set_option("via", [])
+    connection.set_option("reverse_socks", ["1080:localhost:80"])
+    with pytest.raises(AnsibleOptionsError, match="SOCKS listener"):
+        connection._forwards()
+
+
+@pytest.mark.parametrize(
+    ("kind", "exception"),
+    [
+        ("authentication_failed", AnsibleAuthenticationFailure),
+        ("host_key_mismatch", AnsibleConnectionFailure),
+        ("unreachable", AnsibleConnectionFailure),
+        ("not_found", AnsibleFileNotFound),
+    ],
+)
+def test_broker_errors_map_to_ansible_errors(connection: t.Any, kind: str, exception: type[Exception]) -> None:
+    with pytest.raises(exception, match="the message. the advice"):
+        connection._fail(BrokerError({"kind": kind, "message": "the message", "advice": "the advice"}), "doing")
+
+
+class FakeStream:
+    """Frames as the broker would send them; records what the plugin writes to stdin."""
+
+    def __init__(self, frames: list[tuple[bytes, bytes]]) -> None:
+        self.frames = list(frames)
+        self.stdin: list[bytes] = []
+        self.rc: int | None = None
+
+    def read(self, timeout: float | None = None) -> tuple[bytes, bytes] | None:
+        if not self.frames:
+            return None
+        kind, data = self.frames.pop(0)
+        if kind == KIND_EXIT:
+            self.rc = json.loads(data)["rc"]
+        return kind, data
+
+    def send_stdin(self, data: bytes) -> None:
+        self.stdin.append(data)
+
+
+class FakeBecome:
+    name = "sudo"
+    prompt = "[sudo via ansible, key=abc] password:"
+    success = "BECOME-SUCCESS-abc"
+
+    def check_success(self, output: bytes) -> bool:
+        return self.success.encode() in output
+
+    def check_password_prompt(self, output: bytes) -> bool:
+        return any(line.strip().startswith(self.prompt.encode()) for line in output.splitlines())
+
+    def get_option(self, name: str) -> str:
+        return "s3cret"
+
+
+def test_password_prompt_on_stderr_is_answered_and_not_kept(connection: t.Any) -> None:
+    connection.become = FakeBecome()
+    stream = FakeStream([(KIND_STDERR, b"We trust you have received the usual lecture\n"), (KIND_STDERR, b"[sudo via ansible, key=abc] password:")])
+    stdout, stderr = bytearray(), bytearray()
+    connection._become_handshake(stream, stdout, stderr)
+    assert stream.stdin == [b"s3cret\n"]
+    assert stderr == b""
+    assert stdout == b""
+
+
+def test_success_marker_without_prompt_sends_nothing(connection: t.Any) -> None:
+    connection.become = FakeBecome()
+    stream = FakeStream([(KIND_STDOUT, b"BECOME-SUCC"), (KIND_STDOUT, b"ESS-abc\r\n{}")])
+    stdout, stderr = bytearray(), bytearray()
+    connection._become_handshake(stream, stdout, stderr)
+    assert stream.stdin == []
+    assert bytes(stdout) == b"BECOME-SUCCESS-abc\r\n{}"
+
+
+def test_become_prompt_wait_has_a_deadline(connection: t.Any) -> None:
+    connection.become = FakeBecome()
+    connection.set_option("timeout", 1)
+    with pytest.raises(AnsibleConnectionFailure, match="timed out after 1 s waiting for privilege escalation"):
+        connection._become_handshake(FakeStream([(KIND_STDOUT, b"still starting")]), bytearray(), bytearray())
+
+
+def test_frames_round_trip_over_a_socket_pair() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        big = bytes(range(256)) * 1024
+        broker.send_frame(left, KIND_STDOUT, b"small")
+        broker.send_frame(left, KIND_STDERR, big)
+        broker.send_json(left, {"rc": 3}, KIND_EXIT)
+        left.shutdown(socket.SHUT_WR)
+        assert broker.recv_frame(right) == (KIND_STDOUT, b"small")
+        assert broker.recv_frame(right) == (KIND_STDERR, big)
+        kind, data = broker.recv_frame(right) or (b"", b"")
+        assert (kind, json.loads(data)) == (KIND_EXIT, {"rc": 3})
+        assert broker.recv_frame(right) is None
+
+
+def test_hop_keys_share_prefixes_and_separate_credentials(tmp_path: t.Any) -> None:
+    server = broker.Broker(broker.BrokerPaths(str(tmp_path / "state")))
+    bastion = {"host": "b", "port": 22, "password": None}
+    first = server._hop_key(server._hop_key("", bastion), {"host": "t1"}, "web1")
+    second = server._hop_key(server._hop_key("", bastion), {"host": "t1"}, "web2")
+    other_secret = server._hop_key(server._hop_key("", dict(bastion, password="x")), {"host": "t1"}, "web1")
+    assert len({first, second, other_secret}) == 3
+    assert server._hop_key("", bastion) == server._hop_key("", dict(bastion))
+    assert "x" not in other_secret
