@@ -17,7 +17,7 @@ description:
   - Forwards declared for the host (O(remote_forwards), O(reverse_socks), O(local_forwards)) are set up when Ansible connects and
     removed with the session.
 author:
-  - the burrow.ssh team
+  - burrow.ssh team (@burrow-ssh)
 requirements:
   - paramiko >= 3.4 on the controller
 extends_documentation_fragment:
@@ -46,19 +46,19 @@ all:
       burrow_host_key_checking: accept-new
 """
 
-import os  # noqa: E402
-import time  # noqa: E402
-import typing as t  # noqa: E402
-from importlib.util import find_spec  # noqa: E402
+import os
+import time
+import typing as t
+from importlib.util import find_spec
 
-from ansible.errors import AnsibleAuthenticationFailure, AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound, AnsibleOptionsError  # noqa: E402
-from ansible.module_utils.common.text.converters import to_bytes, to_text  # noqa: E402
-from ansible.plugins.connection import ConnectionBase  # noqa: E402
-from ansible.utils.display import Display  # noqa: E402
+from ansible.errors import AnsibleAuthenticationFailure, AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound, AnsibleOptionsError
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.plugins.connection import ConnectionBase
+from ansible.utils.display import Display
 
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, parse_hop, parse_jump_list  # noqa: E402
-from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards  # noqa: E402
-from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import (  # noqa: E402
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, parse_hop, parse_jump_list
+from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
+from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import (
     KIND_EXIT,
     KIND_STDERR,
     KIND_STDOUT,

@@ -56,7 +56,7 @@ def _engine_class() -> t.Any:
         """
 
         @classmethod
-        def for_node(cls, node: t.Any, connect_timeout: float) -> ChainForwards:
+        def for_node(cls, node: t.Any, connect_timeout: float) -> TunnelEngine:
             nodes = node.chain()
             hops = tuple(item.hop for item in nodes)
             tunnel = Tunnel(name="connection", hops=hops, forwards=(), connect_timeout=max(1, int(connect_timeout)), reconnect=False)

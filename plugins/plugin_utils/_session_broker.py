@@ -197,7 +197,7 @@ class ExecStream:
     def read(self, timeout: float | None = None) -> tuple[bytes, bytes] | None:
         """Next (kind, data) frame; kind O, E or X (data is then the exit JSON). None when timed out."""
         if timeout is not None:
-            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+            ready = select.select([self.sock], [], [], max(0.0, timeout))[0]
             if not ready:
                 return None
         frame = recv_frame(self.sock)
@@ -835,7 +835,7 @@ class Broker:
         try:
             while not self.stopping.is_set():
                 try:
-                    conn, _ = server.accept()
+                    conn = server.accept()[0]
                 except socket.timeout:
                     self.reap()
                     continue
