@@ -8,10 +8,10 @@
 memory: RSS (and CPU to get there) of a fresh interpreter after each import stage of the tunnel module, each stage in
 its own process.
 idle CPU: N tunnel processes spawned with ``_control.spawn()`` from a helper that imported the module (as the module
-does), against one sandbox sshd on 127.0.0.1, idle for S seconds; CPU split by thread (threads are created in a
-fixed order: main, paramiko transport, listener accept, keepalive supervisor, control socket). Three runs: paramiko's
-own transport poll (``Transport._active_check_timeout`` = 0.1 s, set in the helper before the fork); the engine's
-(``BurrowTransport`` sets 1 s); the engine's with ``gc.freeze()`` in the helper before forking, as a zygote would.
+does), against one sandbox sshd on 127.0.0.1, idle for S seconds; CPU time and wake-ups per thread (schedstat) (threads are created in a
+fixed order: main, paramiko transport, listener accept, keepalive supervisor, control socket). Three runs, the knobs
+set in the helper before it forks: paramiko's own transport poll (``Transport._active_check_timeout`` = 0.1 s); the
+engine as it is (``BurrowTransport`` sets 1 s, the tunnel process's main loop wakes every 0.5 s); the main loop at 2 s.
 All tunnels of a run are forked from the one helper, so their PSS shows what sharing imported pages saves.
 Everything is on loopback; every process is stopped at the end.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import pathlib
@@ -38,7 +37,7 @@ BUILD = REPO / ".build" / "collections"
 sys.path[:0] = [str(REPO / "tests" / "sandbox"), str(BUILD), str(HERE)]
 
 from sandbox import Sandbox  # noqa: E402
-from scale_helpers import CLK_TCK, alive, memory  # noqa: E402
+from scale_helpers import alive, memory  # noqa: E402
 
 STAGES = {
     "python": "",
@@ -46,7 +45,7 @@ STAGES = {
     "+ paramiko": "import ansible.module_utils.basic, paramiko",
     "+ the tunnel module (engine, daemon, control)": "import ansible_collections.burrow.ssh.plugins.modules.tunnel",
 }
-THREAD_ROLES = ["main (lifetime poll, 0.5 s)", "paramiko transport (socket poll)", "listener accept", "keepalive supervisor (5 s)", "control socket"]
+THREAD_ROLES = ["main (lifetime poll)", "paramiko transport (socket poll)", "listener accept", "keepalive supervisor (5 s)", "control socket"]
 
 
 def import_stages() -> dict[str, dict[str, float]]:
@@ -68,14 +67,14 @@ def import_stages() -> dict[str, dict[str, float]]:
 def spawn_helper(cfg: dict[str, t.Any]) -> int:
     """Runs in a child: import what the module imports, optionally change the poll, spawn the tunnels, print pids."""
     import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
-    from ansible_collections.burrow.ssh.plugins.module_utils import _ssh
+    from ansible_collections.burrow.ssh.plugins.module_utils import _daemon, _ssh
     from ansible_collections.burrow.ssh.plugins.module_utils._control import spawn
     from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
 
     if cfg["poll"] is not None:
         _ssh.BurrowTransport._active_check_timeout = float(cfg["poll"])
-    if cfg.get("freeze"):
-        gc.freeze()  # a zygote would do this: imported objects leave the collector's lists, so children keep their pages shared
+    if cfg.get("lifetime_poll"):
+        _daemon.LIFETIME_POLL_INTERVAL = float(cfg["lifetime_poll"])
     pids = []
     for index in range(cfg["count"]):
         params = dict(cfg["params"], name=f"idle-{index:03d}", local_forwards=[f"127.0.0.1:0:127.0.0.1:{cfg['service_port']}"])
@@ -84,18 +83,23 @@ def spawn_helper(cfg: dict[str, t.Any]) -> int:
     return 0
 
 
-def thread_ticks(pid: int) -> list[int]:
-    """utime+stime per thread, in creation order (thread ids grow)."""
-    ticks = []
+def _daemon_poll() -> float:
+    from ansible_collections.burrow.ssh.plugins.module_utils import _daemon
+
+    return float(_daemon.LIFETIME_POLL_INTERVAL)
+
+
+def thread_sched(pid: int) -> list[tuple[int, int]]:
+    """(CPU ns, times scheduled) per thread from /proc/PID/task/TID/schedstat, in creation order (thread ids grow)."""
+    found = []
     for tid in sorted(int(entry) for entry in os.listdir(f"/proc/{pid}/task")):
-        with contextlib.suppress(OSError):
-            raw = pathlib.Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            fields = raw[raw.rfind(")") + 2 :].split()
-            ticks.append(int(fields[11]) + int(fields[12]))
-    return ticks
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = pathlib.Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            found.append((int(fields[0]), int(fields[2])))
+    return found
 
 
-def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, freeze: bool = False) -> dict[str, t.Any]:
+def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, lifetime_poll: float | None = None) -> dict[str, t.Any]:
     from ansible_collections.burrow.ssh.plugins.module_utils._control import list_handles
 
     sshd, service = box.sshd, box.http
@@ -108,22 +112,25 @@ def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, freeze:
         "known_hosts_file": str(sshd.known_hosts),
         "use_agent": False,
     }
-    cfg = {"poll": poll, "freeze": freeze, "count": count, "params": params, "service_port": service.port, "state_dir": state_dir}
+    cfg = {"poll": poll, "lifetime_poll": lifetime_poll, "count": count, "params": params, "service_port": service.port, "state_dir": state_dir}
     pids: list[int] = []
     try:
         out = subprocess.run([sys.executable, __file__, "_spawn", json.dumps(cfg)], capture_output=True, text=True, timeout=300, check=True).stdout
         pids = json.loads(out)
         time.sleep(2)  # let the start settle
-        before = {pid: thread_ticks(pid) for pid in pids}
+        before = {pid: thread_sched(pid) for pid in pids}
         started = time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - started
-        after = {pid: thread_ticks(pid) for pid in pids}
-        per_role = [0] * len(THREAD_ROLES)
+        after = {pid: thread_sched(pid) for pid in pids}
+        cpu_ns = [0] * len(THREAD_ROLES)
+        runs = [0] * len(THREAD_ROLES)
         for pid in pids:
             for index, (old, new) in enumerate(zip(before[pid], after[pid])):
-                per_role[min(index, len(per_role) - 1)] += new - old
-        total = sum(per_role) / CLK_TCK
+                role = min(index, len(THREAD_ROLES) - 1)
+                cpu_ns[role] += new[0] - old[0]
+                runs[role] += new[1] - old[1]
+        total = sum(cpu_ns) / 1e9
         mems = [memory(pid) for pid in pids]
         mem = mems[0]
 
@@ -139,9 +146,12 @@ def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, freeze:
             "seconds": round(elapsed, 1),
             "percent_of_one_core_all": round(100 * total / elapsed, 3),
             "percent_of_one_core_per_100": round(100 * total / elapsed * 100 / count, 2),
-            "by_thread_percent_of_total": {role: round(100 * ticks / max(1, sum(per_role)), 1) for role, ticks in zip(THREAD_ROLES, per_role)},
+            "by_thread": {
+                role: {"cpu_us_per_s_per_tunnel": round(ns / 1e3 / elapsed / count, 1), "wakeups_per_s_per_tunnel": round(n / elapsed / count, 2)}
+                for role, ns, n in zip(THREAD_ROLES, cpu_ns, runs)
+            },
             "threads": int(mem.get("threads", 0)),
-            "gc_freeze_before_fork": freeze,
+            "lifetime_poll_s": lifetime_poll or _daemon_poll(),
             "rss_mib_median": median("VmRSS"),
             "pss_mib_median": median("Pss"),
             "private_mib_median": median("Private"),
@@ -171,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     with Sandbox() as box:
         box.start_sshd()
         box.start_http()
-        for poll, freeze in ((0.1, False), (None, False), (None, True)):
-            report["idle"].append(idle_run(box, poll, count, seconds, freeze))
+        for poll, lifetime_poll in ((0.1, None), (None, None), (None, 2.0)):
+            report["idle"].append(idle_run(box, poll, count, seconds, lifetime_poll))
     print(json.dumps(report, indent=2))
     return 0
 
