@@ -52,9 +52,10 @@ HOSTS = env_int("BURROW_SCALE_HOSTS", 100, 1, 200)
 SITES = env_int("BURROW_SCALE_SITES", 4, 1, 8)
 IDLE_SECONDS = env_int("BURROW_SCALE_IDLE_SECONDS", 30, 1, 120)
 FORKS = 50
-# Targets of issue 9 on the 2-core development machine; the hard limits leave room for a slower CI machine.
+# Targets of issue 9 on the 2-core development machine, reported in the figures; the test fails at twice the target
+# (a slower or busier CI machine must not fail it, a regression must). docs/scale.md says which targets are met.
 UP_TARGET_S, UP_LIMIT_S = 60.0, 120.0
-IDLE_CPU_TARGET_PCT = 5.0
+IDLE_CPU_TARGET_PCT, IDLE_CPU_LIMIT_PCT = 5.0, 10.0
 RSS_BUDGET_MIB = 48.0  # per idle tunnel process, see docs/scale.md
 
 pytestmark = pytest.mark.slow
@@ -184,5 +185,5 @@ def test_a_hundred_hosts_each_with_its_own_tunnel(
     }
     _report(figures)
     assert figures["up_and_verified_s"] <= UP_LIMIT_S
-    assert figures["idle_cpu"]["percent_of_one_core"] < IDLE_CPU_TARGET_PCT
+    assert figures["idle_cpu"]["percent_of_one_core"] < IDLE_CPU_LIMIT_PCT
     assert rss[-1] <= RSS_BUDGET_MIB
