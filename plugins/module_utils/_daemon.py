@@ -39,7 +39,11 @@ from ansible_collections.burrow.ssh.plugins.module_utils._ssh import use_deque_p
 
 LOG_MAX_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 1024 * 1024
-LIFETIME_POLL_INTERVAL = 0.5
+# How often the main loop wakes: often enough that a play-scoped tunnel ends within about two seconds of
+# ansible-playbook, rarely enough that 100 idle tunnels stay far below 5 % of a core (docs/scale.md).
+# Stop requests do not wait for it: they set the event the loop sleeps on.
+LIFETIME_POLL_INTERVAL = 2.0
+IDLE_POLL_INTERVAL = 10.0
 
 try:  # glibc only; elsewhere freed memory is simply not handed back early
     _MALLOC_TRIM: t.Any = ctypes.CDLL(None).malloc_trim
@@ -225,7 +229,8 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     started = time.time()
     reason = ""
     trimmed_at = time.time()
-    while not stop_requested.wait(LIFETIME_POLL_INTERVAL):
+    poll_interval = LIFETIME_POLL_INTERVAL if owner or tunnel.ttl or tunnel.idle_timeout else IDLE_POLL_INTERVAL
+    while not stop_requested.wait(poll_interval):
         reason = _lifetime_reason(tunnel, engine, owner, started)
         if reason:
             stop_deadline[0] = 2.0
@@ -237,7 +242,10 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     log.info("stopping: %s", reason or "stop requested")
     engine.stop(deadline=stop_deadline[0])
     server.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(paths.state)
     log.info("stopped")
+    logging.shutdown()
+    # A tunnel that ends (absent, play over, ttl, idle) leaves nothing on disk.
+    for path in (paths.state, paths.log, paths.rotated_log):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     return 0
