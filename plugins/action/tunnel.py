@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import typing as t
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC
 from ansible_collections.burrow.ssh.plugins.module_utils._paths import boot_id, process_start_time
 from ansible_collections.burrow.ssh.plugins.module_utils._schema import validate_with_jsonschema
 
@@ -34,6 +36,13 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        # First the conversions every Ansible user expects (-e ttl=60 arrives as the string "60"), with the
+        # module's own argument spec; then the schema, which checks what the spec cannot (forward syntax, hosts).
+        converted = ArgumentSpecValidator(TUNNEL_ARGUMENT_SPEC).validate(args)
+        if converted.error_messages:
+            result.update(failed=True, msg="invalid tunnel declaration: " + "; ".join(converted.error_messages), errors=converted.error_messages)
+            return result
+        args = {key: converted.validated_parameters[key] for key in args}
         errors = validate_with_jsonschema(args)
         if errors:
             result.update(failed=True, msg="invalid tunnel declaration: " + "; ".join(errors), errors=errors)

@@ -320,3 +320,23 @@ def test_no_secret_reaches_argv_state_or_log(ansible_playbook: t.Any, inventory:
     finally:
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not alive(pid), 10)
+
+
+def test_string_numbers_from_extra_vars_are_converted(ansible_playbook: t.Any, inventory: Path, state_dir: Path, tmp_path: Path) -> None:
+    """-e values arrive as strings; like any Ansible module, "60" for an int option is accepted."""
+    tasks = """\
+        - burrow.ssh.tunnel:
+            <<: *server
+            name: strings
+            dynamic_forwards: ["127.0.0.1:0"]
+            ttl: "{{ ttl }}"
+            keepalive_interval: "{{ interval }}"
+          register: created
+        - ansible.builtin.assert:
+            that: created.tunnel.status == 'up'
+        - burrow.ssh.tunnel:
+            name: strings
+            state: absent
+            state_dir: "{{ state_dir }}"
+    """
+    assert_ok(run(ansible_playbook, write_play(tmp_path, tasks), inventory, state_dir, extra_vars={"ttl": "60", "interval": "7"}))

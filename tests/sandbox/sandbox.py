@@ -993,6 +993,18 @@ def _say(message: str) -> None:
     print(f"[sandbox] {message}", file=sys.stderr, flush=True)
 
 
+def _collection_link() -> pathlib.Path:
+    """.build/collections/ansible_collections/burrow/ssh -> this checkout; returns .build/collections."""
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    collections = repo / ".build" / "collections"
+    link = collections / "ansible_collections" / "burrow" / "ssh"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            link.symlink_to(repo)
+    return collections
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
@@ -1012,6 +1024,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(sandbox.summary())
         _say(f"inventory {inventory}, ssh_config {ssh_config}")
         env = dict(os.environ, BURROW_SANDBOX_INVENTORY=str(inventory), BURROW_SANDBOX_DIR=str(sandbox.root), BURROW_SANDBOX_SSH_CONFIG=str(ssh_config))
+        # Scenario playbooks run from this checkout need the collection on the path, as scripts/demo does.
+        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(_collection_link()))
         argv = [arg.replace("{inventory}", str(inventory)) for arg in command]
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env)
