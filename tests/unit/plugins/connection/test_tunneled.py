@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import typing as t
 
 import pytest
@@ -156,15 +157,23 @@ def test_frames_round_trip_over_a_socket_pair() -> None:
     left, right = socket.socketpair()
     with left, right:
         big = bytes(range(256)) * 1024
-        broker.send_frame(left, KIND_STDOUT, b"small")
-        broker.send_frame(left, KIND_STDERR, big)
-        broker.send_json(left, {"rc": 3}, KIND_EXIT)
-        left.shutdown(socket.SHUT_WR)
+
+        def sender() -> None:
+            # In a thread: 256 KiB may exceed the socket pair's buffer, so the reader must run meanwhile.
+            broker.send_frame(left, KIND_STDOUT, b"small")
+            broker.send_frame(left, KIND_STDERR, big)
+            broker.send_json(left, {"rc": 3}, KIND_EXIT)
+            left.shutdown(socket.SHUT_WR)
+
+        thread = threading.Thread(target=sender, daemon=True)
+        thread.start()
+        right.settimeout(30)
         assert broker.recv_frame(right) == (KIND_STDOUT, b"small")
         assert broker.recv_frame(right) == (KIND_STDERR, big)
         kind, data = broker.recv_frame(right) or (b"", b"")
         assert (kind, json.loads(data)) == (KIND_EXIT, {"rc": 3})
         assert broker.recv_frame(right) is None
+        thread.join(30)
 
 
 def test_hop_keys_share_prefixes_and_separate_credentials(tmp_path: t.Any) -> None:
