@@ -79,10 +79,6 @@ class PortInUse(TunnelError):
     kind = "port_in_use"
 
 
-class BindMismatch(TunnelError):
-    kind = "bind_mismatch"
-
-
 class NotSupported(TunnelError):
     kind = "not_supported"
 

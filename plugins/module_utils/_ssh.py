@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
-import errno
 import fcntl
 import getpass
 import hashlib
@@ -586,7 +585,3 @@ def open_chain(hops: t.Sequence[Hop], connect_timeout: float = 10.0) -> tuple[Ch
         failing = hops[len(transports)] if len(transports) < len(hops) else hops[-1]
         raise Unreachable(f"connection to {failing.label()} failed: {exc or type(exc).__name__}", hop=failing.label()) from exc
     return chain, warnings
-
-
-def is_address_in_use(exc: OSError) -> bool:
-    return exc.errno == errno.EADDRINUSE
