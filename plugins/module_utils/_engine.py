@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket
 import threading
 import time
@@ -67,8 +68,6 @@ def describe_holder(port: int) -> str:
                         inodes.add(fields[9])
         if not inodes:
             return ""
-        import os
-
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
