@@ -38,6 +38,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
     HostKeyUnknown,
     PortInUse,
     TunnelError,
+    Unreachable,
 )
 from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
 from ansible_collections.burrow.ssh.plugins.module_utils._ssh import DequePipe, use_deque_pipes
@@ -626,3 +627,19 @@ def test_channels_use_the_deque_pipe(sshd: t.Any, echo: LoopbackServer) -> None:
             assert channel.recv(10) == b"abc"
         finally:
             channel.close()
+
+
+def test_unreachable_hops_are_named(sshd: t.Any, echo: LoopbackServer) -> None:
+    closed = _free_port()
+    with pytest.raises(Unreachable, match=f"cannot connect to .*127.0.0.1:{closed}"):
+        TunnelEngine(tunnel_for(sshd, name="nohop", via=[f"{sshd.user}@127.0.0.1:{closed}"], dynamic_forwards=["127.0.0.1:0"])).start()
+    hop = {
+        "host": sshd.host,
+        "port": sshd.port,
+        "user": sshd.user,
+        "private_key_file": str(sshd.client_key),
+        "known_hosts_file": str(sshd.known_hosts),
+    }
+    beyond = tunnel_for(sshd, name="beyond", via=[hop], port=closed, dynamic_forwards=["127.0.0.1:0"])
+    with pytest.raises(Unreachable, match=f"jump host .*{sshd.port} cannot reach the next hop .*{closed}: connect failed"):
+        TunnelEngine(beyond).start()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -340,3 +341,55 @@ def test_string_numbers_from_extra_vars_are_converted(ansible_playbook: t.Any, i
             state_dir: "{{ state_dir }}"
     """
     assert_ok(run(ansible_playbook, write_play(tmp_path, tasks), inventory, state_dir, extra_vars={"ttl": "60", "interval": "7"}))
+
+
+def test_passphrase_and_password_stay_out_of_verbose_output(ansible_playbook: t.Any, sandbox: t.Any, state_dir: Path, tmp_path: Path) -> None:
+    """An encrypted key's passphrase and a password: not in -vvv output, argv, environ, state or log."""
+    server = sandbox.start_sshd(name="passphrase")
+    passphrase = "Pass-" + str(time.time_ns())
+    password = "Word-" + str(time.time_ns())
+    key = tmp_path / "encrypted_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(key)], check=True, timeout=30)
+    with server.authorized_keys.open("a") as handle:
+        handle.write((tmp_path / "encrypted_key.pub").read_text())
+    inventory_path = sandbox.write_inventory(tmp_path / "inventory.yml")
+    tasks = """\
+        - burrow.ssh.tunnel:
+            name: encrypted
+            host: "{{ sandbox_sshd_host }}"
+            port: "{{ sandbox_sshd_port | int }}"
+            user: "{{ sandbox_sshd_user }}"
+            private_key_file: "{{ key_file }}"
+            private_key_passphrase: "{{ passphrase }}"
+            password: "{{ password }}"
+            known_hosts_file: "{{ sandbox_known_hosts }}"
+            use_agent: false
+            state_dir: "{{ state_dir }}"
+            dynamic_forwards: ["127.0.0.1:0"]
+          register: created
+        - ansible.builtin.copy:
+            content: "{{ created.tunnel.pid }}"
+            dest: "{{ state_dir }}/../encrypted.pid"
+            mode: "0600"
+    """
+    play = write_play(tmp_path, tasks)
+    extra = {"key_file": str(key), "passphrase": passphrase, "password": password}
+    result = run(ansible_playbook, play, inventory_path, state_dir, extra_vars=extra, env={"ANSIBLE_VERBOSITY": "3"})
+    assert_ok(result)
+    pid = int((tmp_path / "encrypted.pid").read_text())
+    try:
+        output = result.stdout + result.stderr
+        assert "ESTABLISH LOCAL CONNECTION" in output or "<127.0.0.1>" in output or "EXEC" in output, "the run was verbose"
+        for secret in (passphrase, password):
+            assert secret not in output
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    for name in ("cmdline", "environ"):
+                        with contextlib.suppress(OSError):
+                            assert secret.encode() not in (proc / name).read_bytes(), f"{secret[:5]}… in /proc/{proc.name}/{name}"
+            for path in state_dir.iterdir():
+                if path.is_file():
+                    assert secret.encode() not in path.read_bytes(), path
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not alive(pid), 10)
