@@ -69,13 +69,8 @@ class TunnelHandle:
         try:
             sock.connect(self.paths.socket)
             sock.sendall(json.dumps(payload).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError as exc:
+            data = _daemon.read_line(sock)
+        except (OSError, ValueError) as exc:
             raise ControlError(f"tunnel {self.name}: control socket {self.paths.socket} did not answer: {exc.strerror or exc}") from exc
         finally:
             sock.close()

@@ -103,7 +103,7 @@ class ControlServer:
         with conn:
             conn.settimeout(30)
             try:
-                line = _read_line(conn)
+                line = read_line(conn)
                 request = json.loads(line)
                 response = self._dispatch(request)
             except TunnelError as exc:
@@ -147,7 +147,8 @@ class ControlServer:
             os.unlink(self.path)
 
 
-def _read_line(conn: socket.socket) -> bytes:
+def read_line(conn: socket.socket) -> bytes:
+    """One JSON line of the control protocol (both ends use it); bounded."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = conn.recv(65536)
@@ -165,15 +166,13 @@ def _owner_alive(owner: dict[str, t.Any] | None) -> bool:
     return process_start_time(int(owner["pid"])) == owner.get("start_time")
 
 
-def _lifetime_reason(tunnel: Tunnel, engine: TunnelEngine, owner: dict[str, t.Any] | None, started: float) -> str:
+def _lifetime_reason(tunnel: Tunnel, status: dict[str, t.Any], owner: dict[str, t.Any] | None, started: float) -> str:
     if not _owner_alive(owner):
         return f"the owning ansible-playbook process (pid {owner['pid'] if owner else '?'}) exited (lifetime=play)"
     if tunnel.ttl and time.time() - started >= tunnel.ttl:
         return f"ttl of {tunnel.ttl} s reached"
-    if tunnel.idle_timeout:
-        status = engine.status()
-        if status["connections_active"] == 0 and status["idle_seconds"] >= tunnel.idle_timeout:
-            return f"idle for {tunnel.idle_timeout} s"
+    if tunnel.idle_timeout and status["connections_active"] == 0 and status["idle_seconds"] >= tunnel.idle_timeout:
+        return f"idle for {tunnel.idle_timeout} s"
     return ""
 
 
@@ -231,11 +230,11 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     trimmed_at = time.time()
     poll_interval = LIFETIME_POLL_INTERVAL if owner or tunnel.ttl or tunnel.idle_timeout else IDLE_POLL_INTERVAL
     while not stop_requested.wait(poll_interval):
-        reason = _lifetime_reason(tunnel, engine, owner, started)
+        status = engine.status()
+        reason = _lifetime_reason(tunnel, status, owner, started)
         if reason:
             stop_deadline[0] = 2.0
             break
-        status = engine.status()
         if status["connections_active"] == 0 and time.time() - status["idle_seconds"] > trimmed_at:
             _release_freed_memory()  # once per quiet spell that follows traffic
             trimmed_at = time.time()

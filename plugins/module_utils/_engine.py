@@ -83,6 +83,15 @@ def describe_holder(port: int) -> str:
     return ""
 
 
+def _socks_refusal_code(error: TunnelError) -> int:
+    """The SOCKS reply for a channel the server would not open: policy, a lost connection, or the destination."""
+    if isinstance(error, ForwardRefused):
+        return _socks.REPLY_NOT_ALLOWED
+    if isinstance(error, ConnectionLost):
+        return _socks.REPLY_GENERAL_FAILURE
+    return _socks.REPLY_CONNECTION_REFUSED
+
+
 class ForwardRuntime:
     """One declared forward and what it is actually bound to."""
 
@@ -170,9 +179,7 @@ class ForwardRuntime:
         try:
             channel = self.engine.open_channel(Endpoint(host=request.host, port=request.port), self._opener_origin(client))
         except TunnelError as exc:
-            code = _socks.REPLY_CONNECTION_REFUSED if "connect failed" in exc.message else _socks.REPLY_NOT_ALLOWED
-            if "reconnecting" in exc.message:
-                code = _socks.REPLY_GENERAL_FAILURE
+            code = _socks_refusal_code(exc)
             with contextlib.suppress(OSError):
                 _socks.reply_failure(client, request, code)
             self.counters.failed(str(exc))

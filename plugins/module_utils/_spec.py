@@ -133,19 +133,25 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _check_ssh_word(value: object, field: str, what: str, type_hint: str, max_length: int) -> str:
+    """The checks a host and a user share: a non-empty string ssh cannot mistake for an option or a shell word."""
+    if not isinstance(value, str):
+        raise SpecError(field, value, f"must be {type_hint}")
+    if not value:
+        raise SpecError(field, value, "must not be empty")
+    if len(value) > max_length:
+        raise SpecError(field, value, f"is {len(value)} characters long; {what}s are at most {max_length}")
+    if value.startswith("-"):
+        raise SpecError(field, value, "must not start with '-' (ssh would read it as an option)")
+    bad = _forbidden(value)
+    if bad:
+        raise SpecError(field, value, f"contains {bad}, which is not allowed in a {what}")
+    return value
+
+
 def validate_host(host: str, field: str) -> str:
     """A host name, IPv4 or IPv6 address (IPv6 without brackets, optional %zone); returned normalised."""
-    if not isinstance(host, str):
-        raise SpecError(field, host, "must be a host name or an IP address (a string)")
-    if not host:
-        raise SpecError(field, host, "must not be empty")
-    if len(host) > HOST_MAX:
-        raise SpecError(field, host, f"is {len(host)} characters long; host names are at most {HOST_MAX}")
-    if host.startswith("-"):
-        raise SpecError(field, host, "must not start with '-' (ssh would read it as an option)")
-    bad = _forbidden(host)
-    if bad:
-        raise SpecError(field, host, f"contains {bad}, which is not allowed in a host name")
+    _check_ssh_word(host, field, "host name", "a host name or an IP address (a string)", HOST_MAX)
     if "[" in host or "]" in host:
         raise SpecError(field, host, "must not contain brackets here (write IPv6 addresses without them)")
     address = _ip(host)
@@ -163,17 +169,7 @@ def validate_host(host: str, field: str) -> str:
 
 
 def validate_user(user: str, field: str) -> str:
-    if not isinstance(user, str):
-        raise SpecError(field, user, "must be a user name (a string)")
-    if not user:
-        raise SpecError(field, user, "must not be empty")
-    if len(user) > USER_MAX:
-        raise SpecError(field, user, f"is {len(user)} characters long; user names are at most {USER_MAX}")
-    if user.startswith("-"):
-        raise SpecError(field, user, "must not start with '-' (ssh would read it as an option)")
-    bad = _forbidden(user)
-    if bad:
-        raise SpecError(field, user, f"contains {bad}, which is not allowed in a user name")
+    _check_ssh_word(user, field, "user name", "a user name (a string)", USER_MAX)
     if not USER_RE.fullmatch(user):
         raise SpecError(field, user, "may hold letters, digits, '.', '_', '-', '+' and '@' only")
     return user
