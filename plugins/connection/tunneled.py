@@ -56,26 +56,41 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, parse_hop, parse_jump_list
-from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
-from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import (
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import (
     KIND_EXIT,
     KIND_STDERR,
     KIND_STDOUT,
     BrokerClient,
     BrokerError,
     ExecStream,
-    hop_to_wire,
     owner_identity,
 )
+from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import resolve_inventory_hops
 
 display = Display()
 
-# The worker never imports paramiko (the broker does): checking that it is installed costs no import time per task.
+# Ansible compiles a collection's Python files in every worker, once per task: the worker imports neither paramiko
+# nor the option parser. It sends its raw options to the session broker, which validates them (once per set).
 HAS_PARAMIKO = find_spec("paramiko") is not None
-HOST_KEY_CHECKING_WORDS = {"true": "strict", "yes": "strict", "on": "strict", "1": "strict", "false": "off", "no": "off", "0": "off"}
 AUTH_KINDS = ("authentication_failed",)
 CONNECTION_KINDS = ("host_key_unknown", "host_key_mismatch", "unreachable", "connection_lost", "control_error", "forward_refused", "port_in_use")
+SESSION_OPTIONS = (
+    "remote_addr",
+    "port",
+    "remote_user",
+    "password",
+    "private_key_file",
+    "private_key_passphrase",
+    "use_agent",
+    "host_key_checking",
+    "known_hosts_file",
+    "host_key_fingerprint",
+    "via",
+    "ssh_config_file",
+    "session_name",
+    "timeout",
+    "persist_idle_timeout",
+)
 
 
 class Connection(ConnectionBase):
@@ -87,108 +102,36 @@ class Connection(ConnectionBase):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self._client: BrokerClient | None = None
-        self._session: dict[str, t.Any] | None = None
         self._label = ""
 
     # -- options -------------------------------------------------------------------------------------------
-    def _host_key_checking(self) -> str:
-        value = self.get_option("host_key_checking")
-        text = str(value).strip().lower() if value is not None else "strict"
-        text = HOST_KEY_CHECKING_WORDS.get(text, text)
-        if text not in ("strict", "accept-new", "off"):
-            raise AnsibleOptionsError(f"burrow_host_key_checking must be strict, accept-new or off (or a boolean), not {value!r}")
-        return text
+    def _resolve_option_variables(self, variables: t.Any, templar: t.Any) -> dict[str, t.Any]:
+        """Ansible's option variables, with inventory hostnames in burrow_via replaced by those hosts' connection vars."""
+        var_options = super()._resolve_option_variables(variables, templar)
+        if var_options.get("burrow_via"):
+            try:
+                var_options["burrow_via"] = resolve_inventory_hops(var_options["burrow_via"], variables.get("hostvars"))
+            except ValueError as exc:
+                raise AnsibleOptionsError(f"burrow.ssh.tunneled: {exc}") from exc
+        return var_options
 
-    def _hop_defaults(self) -> dict[str, t.Any]:
-        defaults: dict[str, t.Any] = {
-            "user": self.get_option("remote_user"),
-            "private_key_file": self.get_option("private_key_file"),
-            "private_key_passphrase": self.get_option("private_key_passphrase"),
-            "use_agent": self.get_option("use_agent"),
-            "host_key_checking": self._host_key_checking(),
-            "known_hosts_file": self.get_option("known_hosts_file"),
-        }
-        return {key: value for key, value in defaults.items() if value is not None and value != ""}
-
-    def _build_session(self) -> dict[str, t.Any]:
-        defaults = self._hop_defaults()
-        host = str(self.get_option("remote_addr"))
-        try:
-            via = self._via_hops(host, defaults)
-            target_data: dict[str, t.Any] = {"host": host, "port": self.get_option("port")}
-            for key in ("password", "host_key_fingerprint"):
-                if self.get_option(key):
-                    target_data[key] = self.get_option(key)
-            target = parse_hop(target_data, "ansible_host", defaults)
-        except SpecError as exc:
-            raise AnsibleOptionsError(f"burrow.ssh.tunneled: {exc}") from exc
-        hops = [*via, target]
-        self._label = target.label() + (" via " + ", ".join(hop.label() for hop in via) if via else "")
-        return {
-            "hops": [hop_to_wire(hop) for hop in hops],
-            "name": str(self.get_option("session_name")),
-            "connect_timeout": int(self.get_option("timeout")),
-            "idle_timeout": int(self.get_option("persist_idle_timeout")),
-            "owner": owner_identity(os.getppid()),
-        }
-
-    def _via_hops(self, host: str, defaults: dict[str, t.Any]) -> list[t.Any]:
-        via = self.get_option("via")
-        if isinstance(via, str):
-            via = [via]
-        if not via:
-            return self._ssh_config_jumps(host, defaults)
-        hops = []
-        for index, entry in enumerate(via):
-            field = f"burrow_via[{index}]"
-            if isinstance(entry, str) and "," in entry:
-                parts = [part.strip() for part in entry.split(",") if part.strip()]
-                hops.extend(parse_hop(part, f"{field}[{sub}]", defaults) for sub, part in enumerate(parts))
-            elif isinstance(entry, (str, dict)):
-                hops.append(parse_hop(entry, field, defaults))
-            else:
-                raise SpecError(field, entry, "must be a string like user@host:port or a dict with a host key")
-        return hops
-
-    def _ssh_config_jumps(self, host: str, defaults: dict[str, t.Any]) -> list[t.Any]:
-        """ProxyJump for the target from the OpenSSH client configuration, as ssh would resolve it."""
-        path = os.path.expanduser(self.get_option("ssh_config_file") or "")
-        if not path or not os.path.isfile(path):
-            return []
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            if "proxyjump" not in handle.read().lower():
-                return []
-        import paramiko
-
-        config = paramiko.SSHConfig.from_path(path)
-        jump = config.lookup(host).get("proxyjump")
-        if not jump or jump.lower() == "none":
-            return []
-        hops = []
-        for index, hop in enumerate(parse_jump_list(jump, "ProxyJump")):
-            settings = config.lookup(hop.host)
-            data: dict[str, t.Any] = {
-                "host": settings.get("hostname", hop.host),
-                "port": hop.port if hop.port != 22 else int(settings.get("port", 22)),
-                "user": hop.user or settings.get("user"),
-            }
-            identities = settings.get("identityfile") or []
-            if identities:
-                data["private_key_file"] = identities[0]
-            hops.append(parse_hop({key: value for key, value in data.items() if value is not None}, f"ProxyJump[{index}]", defaults))
-        return hops
+    def _session_options(self) -> dict[str, t.Any]:
+        """What the broker needs to find or open this host's session (validated there, see _connection_session)."""
+        options = {name: self.get_option(name) for name in SESSION_OPTIONS}
+        options["owner"] = owner_identity(os.getppid())
+        if not self._label:
+            via = options.get("via") or []
+            via_text = ", ".join(str(hop.get("host") if isinstance(hop, dict) else hop) for hop in ([via] if isinstance(via, str) else via))
+            user = f"{options['remote_user']}@" if options.get("remote_user") else ""
+            self._label = f"{user}{options['remote_addr']}:{options['port']}" + (f" via {via_text}" if via_text else "")
+        return options
 
     def _forwards(self) -> dict[str, list[t.Any]]:
-        declared = {
+        return {
             "local": list(self.get_option("local_forwards") or []),
             "remote": list(self.get_option("remote_forwards") or []),
             "reverse_socks": list(self.get_option("reverse_socks") or []),
         }
-        try:
-            _connection_forwards.parse_declared(declared)
-        except SpecError as exc:
-            raise AnsibleOptionsError(f"burrow.ssh.tunneled: {exc}") from exc
-        return declared
 
     # -- broker --------------------------------------------------------------------------------------------
     def _broker(self) -> BrokerClient:
@@ -201,6 +144,8 @@ class Connection(ConnectionBase):
 
     def _fail(self, exc: Exception, doing: str) -> t.NoReturn:
         kind = getattr(exc, "kind", "error")
+        if kind == "invalid_option":
+            raise AnsibleOptionsError(f"burrow.ssh.tunneled: {exc}") from exc
         message = f"burrow.ssh.tunneled: {doing} {self._label}: {exc}"
         if kind in AUTH_KINDS:
             raise AnsibleAuthenticationFailure(message) from exc
@@ -224,10 +169,11 @@ class Connection(ConnectionBase):
             return self
         if not HAS_PARAMIKO:
             raise AnsibleError("burrow.ssh.tunneled needs the Python library paramiko on the controller: pip install 'paramiko>=3.4'")
-        self._session = self._build_session()
+        options = self._session_options()
         display.vvv(f"ESTABLISH BURROW TUNNELED CONNECTION FOR USER: {self.get_option('remote_user')} TO {self._label}", host=self.get_option("remote_addr"))
         started = time.monotonic()
-        answer = self._call({"op": "open", "session": self._session, "forwards": self._forwards()}, "connecting to")
+        answer = self._call({"op": "open", "options": options, "forwards": self._forwards()}, "connecting to")
+        self._label = str(answer.get("label") or self._label)
         state = "reused the SSH session" if answer.get("reused") else "opened a new SSH session"
         display.vvv(f"burrow: {state} to {self._label} in {time.monotonic() - started:.3f} s", host=self.get_option("remote_addr"))
         for forward in answer.get("forwards") or []:
@@ -239,11 +185,9 @@ class Connection(ConnectionBase):
         return self
 
     def _ensure_session(self) -> dict[str, t.Any]:
-        if not self._connected or self._session is None:
+        if not self._connected:
             self._connect()
-        if self._session is None:  # pragma: no cover - _connect sets it or raises
-            raise AnsibleConnectionFailure("burrow.ssh.tunneled: no session")
-        return self._session
+        return self._session_options()
 
     def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = True) -> tuple[int, bytes, bytes]:
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
@@ -254,7 +198,7 @@ class Connection(ConnectionBase):
         display.vvv(f"EXEC {cmd}", host=self.get_option("remote_addr"))
         # Without a prompt to answer, the input goes right behind the request; with one, only after the answer.
         early = not become_prompt
-        request = {"session": session, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
+        request = {"options": session, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
         try:
             stream = self._broker().exec(request, stdin=in_data if early else None, eof=early and not pty)
         except BrokerError as exc:
@@ -321,7 +265,7 @@ class Connection(ConnectionBase):
         if not os.path.exists(to_bytes(local, errors="surrogate_or_strict")):
             raise AnsibleFileNotFound(f"file or module does not exist: {local}")
         session = self._ensure_session()
-        self._call({"op": "put", "session": session, "local": local, "remote": to_text(out_path, errors="surrogate_or_strict")}, "copying a file to")
+        self._call({"op": "put", "options": session, "local": local, "remote": to_text(out_path, errors="surrogate_or_strict")}, "copying a file to")
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
         super().fetch_file(in_path, out_path)
@@ -331,16 +275,16 @@ class Connection(ConnectionBase):
         os.umask(umask)
         local = os.path.abspath(to_text(out_path, errors="surrogate_or_strict"))
         remote = to_text(in_path, errors="surrogate_or_strict")
-        self._call({"op": "fetch", "session": session, "remote": remote, "local": local, "umask": umask}, "fetching a file from")
+        self._call({"op": "fetch", "options": session, "remote": remote, "local": local, "umask": umask}, "fetching a file from")
 
     def reset(self) -> None:
         """Close the host's session in the broker (forwards included); the next task connects anew."""
-        session = self._session or self._build_session()
+        options = self._session_options()
         client = self._broker()
         sock = client._try_connect()
         if sock is not None:
             sock.close()
-            answer = self._call({"op": "reset", "session": session}, "resetting the connection to")
+            answer = self._call({"op": "reset", "options": options}, "resetting the connection to")
             outcome = "closed the session" if answer.get("closed") else "found no session"
             display.vvv(f"burrow: reset {outcome} to {self._label}", host=self.get_option("remote_addr"))
         self._connected = False

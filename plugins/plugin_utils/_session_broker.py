@@ -15,115 +15,51 @@ The broker is one detached process per controller user that holds the authentica
 * reached over a Unix socket (0600, in a 0700 directory, peer uid checked), which is the only way secrets
   travel: never argv, environment, files or logs.
 
-Wire format: frames of one type byte, a 4-byte big-endian length and the payload. A request is one `J`
-(JSON) frame; the answer is one `J` frame, except for `exec`, whose answer is followed by a stream of
-`O`/`E` (stdout/stderr) frames and a final `X` (exit status) frame, while the client may send `I` (stdin)
-frames and one `D` (stdin EOF) frame.
+Workers talk to it through _broker_client (the wire format is described there) and send their raw connection
+options; the broker validates them (_connection_session) and keeps the result for the next task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._errors import ConnectionLost, ControlError, TunnelError
-from ansible_collections.burrow.ssh.plugins.module_utils._paths import default_state_dir, ensure_state_dir, process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._paths import process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import (
+    KIND_EXIT,
+    KIND_JSON,
+    KIND_STDERR,
+    KIND_STDIN,
+    KIND_STDIN_EOF,
+    KIND_STDOUT,
+    PROTOCOL,
+    READ_SIZE,
+    BrokerPaths,
+    _flock,
+    recv_frame,
+    send_frame,
+    send_json,
+)
+from ansible_collections.burrow.ssh.plugins.plugin_utils._connection_session import DEFAULT_IDLE_TIMEOUT, Session, build_session
 
-PROTOCOL = 1
-FRAME = struct.Struct(">cI")
-MAX_FRAME = 64 * 1024 * 1024
-READ_SIZE = 256 * 1024
-SPAWN_TIMEOUT = 20.0
 REAP_INTERVAL = 0.5
-DEFAULT_IDLE_TIMEOUT = 60.0
 MAX_LOG_SIZE = 1024 * 1024
-
-KIND_JSON = b"J"
-KIND_STDOUT = b"O"
-KIND_STDERR = b"E"
-KIND_STDIN = b"I"
-KIND_STDIN_EOF = b"D"
-KIND_EXIT = b"X"
+MAX_CACHED_SESSIONS = 4096
 
 LOG = logging.getLogger("burrow.broker")
-
-_BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import daemon_main; "
-    "sys.exit(daemon_main(sys.argv[2:]))"
-)
-
-
-class BrokerError(Exception):
-    """An error reported by the broker (or met while talking to it); `data` is the TunnelError dict."""
-
-    def __init__(self, data: dict[str, t.Any]) -> None:
-        super().__init__(str(data.get("message", "session broker error")))
-        self.data = data
-        self.kind = str(data.get("kind", "error"))
-        self.message = str(data.get("message", "session broker error"))
-        self.advice = str(data.get("advice", ""))
-
-    def __str__(self) -> str:
-        return f"{self.message}. {self.advice}" if self.advice else self.message
-
-
-class _NoAnswer(BrokerError):
-    """The broker closed the connection without answering: it was stopping. Safe to retry once."""
-
-
-# -- framing --------------------------------------------------------------------------------------------
-def send_frame(sock: socket.socket, kind: bytes, payload: bytes = b"") -> None:
-    header = FRAME.pack(kind, len(payload))
-    if len(payload) <= 65536:
-        sock.sendall(header + payload)
-    else:
-        sock.sendall(header)
-        sock.sendall(payload)
-
-
-def send_json(sock: socket.socket, data: dict[str, t.Any], kind: bytes = KIND_JSON) -> None:
-    send_frame(sock, kind, json.dumps(data, separators=(",", ":")).encode("utf-8"))
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining:
-        chunk = sock.recv(min(remaining, READ_SIZE))
-        if not chunk:
-            raise EOFError("connection closed in the middle of a frame")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def recv_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """The next frame, or None at a clean end of stream."""
-    first = sock.recv(FRAME.size)
-    if not first:
-        return None
-    if len(first) < FRAME.size:
-        first += _recv_exact(sock, FRAME.size - len(first))
-    kind, length = FRAME.unpack(first)
-    if length > MAX_FRAME:
-        raise ValueError(f"frame of {length} bytes exceeds the limit")
-    return kind, _recv_exact(sock, length) if length else b""
 
 
 def error_dict(exc: BaseException, kind: str = "") -> dict[str, t.Any]:
@@ -132,245 +68,12 @@ def error_dict(exc: BaseException, kind: str = "") -> dict[str, t.Any]:
     return {"kind": kind or "error", "message": str(exc) or type(exc).__name__, "advice": "", "hop": "", "permanent": True}
 
 
-# -- identity and paths ---------------------------------------------------------------------------------
-def collection_root() -> str:
-    """The directory that contains `ansible_collections/` for this copy of the collection."""
-    here = os.path.abspath(__file__)
-    parts = here.split(os.sep)
-    # .../ansible_collections/<namespace>/<name>/plugins/plugin_utils/_session_broker.py
-    if len(parts) < 7 or parts[-6] != "ansible_collections":
-        raise ControlError(f"cannot locate the collection root from {here}", advice="install burrow.ssh as a collection (ansible-galaxy collection install)")
-    return os.sep.join(parts[:-6]) or os.sep
-
-
-def broker_identity() -> str:
-    """One broker per user, per copy and version of this code: an upgraded collection never talks to an old broker."""
-    digest = hashlib.sha256()
-    digest.update(f"{PROTOCOL}:{os.getuid()}:{os.path.abspath(__file__)}:".encode())
-    with contextlib.suppress(OSError), open(__file__, "rb") as handle:
-        digest.update(handle.read())
-    return digest.hexdigest()[:12]
-
-
-class BrokerPaths:
-    def __init__(self, state_dir: str | None = None) -> None:
-        self.dir = ensure_state_dir(state_dir or default_state_dir())
-        ident = broker_identity()
-        self.socket = os.path.join(self.dir, f"broker-{ident}.sock")
-        self.lock = os.path.join(self.dir, f"broker-{ident}.lock")
-        self.spawn_lock = os.path.join(self.dir, f"broker-{ident}.spawn")
-        self.log = os.path.join(self.dir, f"broker-{ident}.log")
-        if len(self.socket.encode()) > 103:
-            raise ControlError(f"state directory {self.dir} is too long for a Unix socket path", advice="set BURROW_STATE_DIR to a shorter directory")
-
-
-def owner_identity(pid: int) -> list[int]:
-    return [pid, process_start_time(pid) or 0]
-
-
 def owner_alive(owner: tuple[int, int]) -> bool:
     pid, started = owner
     current = process_start_time(pid)
     if current is None:
         return False
     return not started or current == started
-
-
-# -- client (runs in Ansible's worker processes) --------------------------------------------------------------
-class ExecStream:
-    """One running command: frames in both directions over a dedicated broker connection."""
-
-    def __init__(self, sock: socket.socket, started: dict[str, t.Any]) -> None:
-        self.sock = sock
-        self.started = started
-        self.rc: int | None = None
-        self.signal: str | None = None
-
-    def send_stdin(self, data: bytes) -> None:
-        view = memoryview(data)
-        for offset in range(0, len(view), READ_SIZE):
-            send_frame(self.sock, KIND_STDIN, bytes(view[offset : offset + READ_SIZE]))
-
-    def close_stdin(self) -> None:
-        send_frame(self.sock, KIND_STDIN_EOF)
-
-    def read(self, timeout: float | None = None) -> tuple[bytes, bytes] | None:
-        """Next (kind, data) frame; kind O, E or X (data is then the exit JSON). None when timed out."""
-        if timeout is not None:
-            ready = select.select([self.sock], [], [], max(0.0, timeout))[0]
-            if not ready:
-                return None
-        frame = recv_frame(self.sock)
-        if frame is None:
-            raise BrokerError({"kind": "connection_lost", "message": "the session broker closed the command's stream before its exit status"})
-        kind, data = frame
-        if kind == KIND_EXIT:
-            status = json.loads(data.decode("utf-8"))
-            if status.get("error"):
-                raise BrokerError(status["error"])
-            self.rc = int(status.get("rc", -1))
-            self.signal = status.get("signal")
-        return kind, data
-
-    def collect(self, stdout: bytearray, stderr: bytearray) -> int:
-        while self.rc is None:
-            frame = self.read()
-            if frame is None:  # pragma: no cover - read() without timeout never returns None
-                continue
-            kind, data = frame
-            if kind == KIND_STDOUT:
-                stdout += data
-            elif kind == KIND_STDERR:
-                stderr += data
-        return self.rc
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-class BrokerClient:
-    """Talk to this user's broker, starting it first when it is not running."""
-
-    def __init__(self, state_dir: str | None = None, spawn_timeout: float = SPAWN_TIMEOUT) -> None:
-        self.paths = BrokerPaths(state_dir)
-        self.spawn_timeout = spawn_timeout
-        self.spawned = False
-
-    def _try_connect(self) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(self.paths.socket)
-        except OSError:
-            sock.close()
-            return None
-        return sock
-
-    def connect(self) -> socket.socket:
-        sock = self._try_connect()
-        if sock is not None:
-            return sock
-        lock_fd = os.open(self.paths.spawn_lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            _flock(lock_fd, self.spawn_timeout)
-            sock = self._try_connect()
-            if sock is None:
-                self._spawn()
-                sock = self._wait_for_socket()
-        finally:
-            os.close(lock_fd)
-        return sock
-
-    def _spawn(self) -> None:
-        # A fresh interpreter (nothing inherited from Ansible's worker: threads, locks, display queue), in its own
-        # session, stdio on /dev/null, no other fds; it forks once more and the intermediate exits at once (double fork).
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.socket)
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [sys.executable, "-c", _BOOT, collection_root(), self.paths.dir],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            close_fds=True,
-            start_new_session=True,
-            cwd="/",
-        )
-        try:
-            process.wait(timeout=self.spawn_timeout)
-        except subprocess.TimeoutExpired as exc:
-            process.kill()
-            process.wait()
-            raise ControlError("the session broker did not detach in time", advice=f"see {self.paths.log}") from exc
-        self.spawned = True
-
-    def _wait_for_socket(self) -> socket.socket:
-        deadline = time.monotonic() + self.spawn_timeout
-        delay = 0.005
-        while time.monotonic() < deadline:
-            sock = self._try_connect()
-            if sock is not None:
-                return sock
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        raise ControlError(
-            f"the session broker did not start within {self.spawn_timeout:g} s", advice=f"its log may say why: {self.paths.log}; {_log_tail(self.paths.log)}"
-        )
-
-    def call(self, request: dict[str, t.Any], timeout: float | None = None) -> dict[str, t.Any]:
-        """One request, one answer. Raises BrokerError with the broker's typed error."""
-        try:
-            return self._call_once(request, timeout)
-        except _NoAnswer:
-            # The broker was stopping when we connected (it had just become idle): a new one takes over.
-            return self._call_once(request, timeout)
-
-    def _call_once(self, request: dict[str, t.Any], timeout: float | None) -> dict[str, t.Any]:
-        sock = self.connect()
-        try:
-            sock.settimeout(timeout)
-            send_json(sock, request)
-            frame = recv_frame(sock)
-        except (OSError, EOFError) as exc:
-            raise BrokerError({"kind": "control_error", "message": f"lost the session broker during {request.get('op')}: {exc}"}) from exc
-        finally:
-            sock.close()
-        if frame is None:
-            raise _NoAnswer({"kind": "control_error", "message": f"the session broker gave no answer to {request.get('op')}"})
-        if frame[0] != KIND_JSON:
-            raise BrokerError({"kind": "control_error", "message": f"the session broker gave a wrong answer to {request.get('op')}"})
-        answer = json.loads(frame[1].decode("utf-8"))
-        if not answer.get("ok"):
-            raise BrokerError(answer.get("error") or {"kind": "error", "message": "unknown broker error"})
-        return answer
-
-    def exec(self, request: dict[str, t.Any], stdin: bytes | None = None, eof: bool = False) -> ExecStream:
-        """Start a command. `stdin` and `eof` are sent right behind the request (no wait for the start): one round trip less."""
-        try:
-            return self._exec_once(request, stdin, eof)
-        except _NoAnswer:
-            return self._exec_once(request, stdin, eof)
-
-    def _exec_once(self, request: dict[str, t.Any], stdin: bytes | None, eof: bool) -> ExecStream:
-        sock = self.connect()
-        try:
-            send_json(sock, dict(request, op="exec"))
-            stream = ExecStream(sock, {})
-            if stdin:
-                stream.send_stdin(stdin)
-            if eof:
-                stream.close_stdin()
-            frame = recv_frame(sock)
-        except (OSError, EOFError) as exc:
-            sock.close()
-            raise BrokerError({"kind": "control_error", "message": f"lost the session broker while starting a command: {exc}"}) from exc
-        if frame is None or frame[0] != KIND_JSON:
-            sock.close()
-            raise _NoAnswer({"kind": "control_error", "message": "the session broker gave no answer to exec"})
-        answer = json.loads(frame[1].decode("utf-8"))
-        if not answer.get("ok"):
-            sock.close()
-            raise BrokerError(answer.get("error") or {"kind": "error", "message": "unknown broker error"})
-        return ExecStream(sock, answer)
-
-
-def _flock(fd: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError as exc:
-            if time.monotonic() >= deadline:
-                raise ControlError("timed out waiting for another process starting the session broker") from exc
-            time.sleep(0.01)
-
-
-def _log_tail(path: str, lines: int = 5) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return " | ".join(handle.read().splitlines()[-lines:])
-    except OSError:
-        return "no log"
 
 
 # -- server (the detached broker process) ------------------------------------------------------------------
@@ -446,8 +149,26 @@ class Broker:
         self.max_idle = DEFAULT_IDLE_TIMEOUT
         self.stopping = threading.Event()
         self.server: socket.socket | None = None
+        self.sessions: dict[str, Session] = {}
 
     # -- sessions ------------------------------------------------------------------------------------------
+    def session(self, request: dict[str, t.Any]) -> Session:
+        """The request's connection options as a validated Session, parsed once per distinct set of options."""
+        options = request.get("options")
+        if not isinstance(options, dict):
+            raise ControlError("the request carries no connection options")
+        digest = hmac.new(self.salt, json.dumps(options, sort_keys=True, default=str).encode("utf-8"), hashlib.sha256).hexdigest()
+        with self.lock:
+            cached = self.sessions.get(digest)
+        if cached is not None:
+            return cached
+        session = build_session(options)
+        with self.lock:
+            if len(self.sessions) >= MAX_CACHED_SESSIONS:
+                self.sessions.clear()
+            self.sessions[digest] = session
+        return session
+
     def _hop_key(self, previous: str, hop_data: dict[str, t.Any], name: str | None = None) -> str:
         # Secrets are part of the identity (other credentials, other session) but only as an HMAC with a per-process salt.
         material = previous + "|" + json.dumps(hop_data, sort_keys=True, default=str) + "|" + (name or "")
@@ -457,27 +178,21 @@ class Broker:
         with self.lock:
             return self.key_locks.setdefault(key, threading.Lock())
 
-    def acquire(self, session: dict[str, t.Any]) -> tuple[Node, list[str], bool]:
+    def acquire(self, session: Session) -> tuple[Node, list[str], bool]:
         """The target node of this hop chain: reused when alive, otherwise connected through reused ancestors."""
-        from ansible_collections.burrow.ssh.plugins.module_utils._spec import Hop
-
-        hops_data: list[dict[str, t.Any]] = session["hops"]
-        timeout = float(session.get("connect_timeout") or 10)
-        owner_raw = session.get("owner")
-        owner = (int(owner_raw[0]), int(owner_raw[1])) if owner_raw else None
-        idle = float(session.get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)
+        owner = session.owner
         if owner is not None:
             with self.lock:
                 self.owners.add(owner)
         with self.lock:
-            self.max_idle = max(self.max_idle, idle)
+            self.max_idle = max(self.max_idle, session.idle_timeout)
         warnings: list[str] = []
         parent: Node | None = None
         key = ""
         reused = True
-        for index, data in enumerate(hops_data):
-            hop = Hop(**data)
-            key = self._hop_key(key, data, session.get("name") if index == len(hops_data) - 1 else None)
+        last = len(session.hops) - 1
+        for index, hop in enumerate(session.hops):
+            key = self._hop_key(key, dataclasses.asdict(hop), session.name if index == last else None)
             with self._key_lock(key):
                 with self.lock:
                     node = self.nodes.get(key)
@@ -487,8 +202,8 @@ class Broker:
                     node = None
                 if node is None:
                     reused = False
-                    node = self._connect(key, hop, parent, timeout, warnings)
-                node.touch(owner, idle)
+                    node = self._connect(key, hop, parent, session.connect_timeout, warnings)
+                node.touch(owner, session.idle_timeout)
             parent = node
         if parent is None:
             raise ControlError("no hops given to the session broker")
@@ -537,11 +252,11 @@ class Broker:
             node.transport.close()
         LOG.info("closed the session to %s", node.label)
 
-    def target_key(self, session: dict[str, t.Any]) -> str:
+    def target_key(self, session: Session) -> str:
         key = ""
-        hops = session["hops"]
-        for index, data in enumerate(hops):
-            key = self._hop_key(key, data, session.get("name") if index == len(hops) - 1 else None)
+        last = len(session.hops) - 1
+        for index, hop in enumerate(session.hops):
+            key = self._hop_key(key, dataclasses.asdict(hop), session.name if index == last else None)
         return key
 
     # -- operations ------------------------------------------------------------------------------------------
@@ -565,27 +280,34 @@ class Broker:
         return {"ok": True, "pid": os.getpid(), "handshakes": self.handshakes, "requests": self.requests, "sessions": nodes}
 
     def op_open(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
-        node, warnings, reused = self.acquire(request["session"])
+        session = self.session(request)
+        declared = request.get("forwards")
+        if declared is not None:
+            # Checked before connecting: a bad declaration fails the task before any handshake.
+            from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
+
+            _connection_forwards.parse_declared(declared)
+        node, warnings, reused = self.acquire(session)
         forwards: list[dict[str, t.Any]] = []
-        if request.get("forwards") is not None:
-            forwards = self._ensure_forwards(node, request["forwards"], request["session"])
+        if declared is not None:
+            forwards = self._ensure_forwards(node, declared, session)
             warnings.extend(w for f in forwards for w in f.get("warnings", []))
         node.uses += 1
-        return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards}
+        return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards, "label": session.label}
 
-    def _ensure_forwards(self, node: Node, declared: dict[str, list[str]], session: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    def _ensure_forwards(self, node: Node, declared: dict[str, list[str]], session: Session) -> list[dict[str, t.Any]]:
         from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
 
         with node.forwards_lock:
             if node.forwards is None:
                 if not any(declared.values()):
                     return []
-                node.forwards = _connection_forwards.chain_forwards_class().for_node(node, float(session.get("connect_timeout") or 10))
+                node.forwards = _connection_forwards.chain_forwards_class().for_node(node, session.connect_timeout)
             node.forwards.apply(_connection_forwards.parse_declared(declared))
             return list(node.forwards.status()["forwards"])
 
     def op_reset(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
-        key = self.target_key(request["session"])
+        key = self.target_key(self.session(request))
         with self.lock:
             node = self.nodes.get(key)
         if node is not None:
@@ -593,7 +315,7 @@ class Broker:
         return {"ok": True, "closed": node is not None}
 
     def op_put(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
-        node, _warnings, _reused = self.acquire(request["session"])
+        node, _warnings, _reused = self.acquire(self.session(request))
         self._busy(node, 1)
         try:
             sftp = self._sftp(node)
@@ -608,7 +330,7 @@ class Broker:
         return {"ok": True}
 
     def op_fetch(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
-        node, _warnings, _reused = self.acquire(request["session"])
+        node, _warnings, _reused = self.acquire(self.session(request))
         self._busy(node, 1)
         try:
             sftp = self._sftp(node)
@@ -645,12 +367,13 @@ class Broker:
         node.touch(None, None)
 
     def op_exec(self, conn: socket.socket, request: dict[str, t.Any]) -> None:
-        node, warnings, reused = self.acquire(request["session"])
+        session = self.session(request)
+        node, warnings, reused = self.acquire(session)
         paramiko = self._ssh.paramiko
         self._busy(node, 1)
         channel = None
         try:
-            timeout = float(request["session"].get("connect_timeout") or 10)
+            timeout = session.connect_timeout
             try:
                 channel = node.transport.open_session(timeout=timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -658,7 +381,7 @@ class Broker:
                 LOG.info("cannot open a channel on %s (%s): reconnecting", node.label, exc)
                 self._busy(node, -1)
                 self.close_node(node)
-                node, warnings, reused = self.acquire(request["session"])
+                node, warnings, reused = self.acquire(session)
                 self._busy(node, 1)
                 try:
                     channel = node.transport.open_session(timeout=timeout)
@@ -779,6 +502,8 @@ class Broker:
             answer = getattr(self, method)(conn, request)
         except _FileError as exc:
             answer = {"ok": False, "error": {"kind": exc.kind, "message": exc.message, "advice": "", "hop": "", "permanent": True}}
+        except SpecError as exc:
+            answer = {"ok": False, "error": {"kind": "invalid_option", "message": str(exc), "advice": "", "hop": "", "permanent": True}}
         except TunnelError as exc:
             answer = {"ok": False, "error": exc.to_dict()}
         except Exception as exc:  # noqa: BLE001 - one failing request must not take the broker down
@@ -905,7 +630,3 @@ def daemon_main(argv: list[str]) -> int:
     finally:
         os.close(lock_fd)
     return 0
-
-
-def hop_to_wire(hop: t.Any) -> dict[str, t.Any]:
-    return dataclasses.asdict(hop)

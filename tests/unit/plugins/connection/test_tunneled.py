@@ -17,8 +17,12 @@ from ansible import constants as C
 from ansible.errors import AnsibleAuthenticationFailure, AnsibleConnectionFailure, AnsibleFileNotFound, AnsibleOptionsError
 from ansible.playbook.play_context import PlayContext
 
+from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError
+from ansible_collections.burrow.ssh.plugins.plugin_utils import _broker_client as client
 from ansible_collections.burrow.ssh.plugins.plugin_utils import _session_broker as broker
-from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import KIND_EXIT, KIND_STDERR, KIND_STDOUT, BrokerError
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import KIND_EXIT, KIND_STDERR, KIND_STDOUT, BrokerError
+from ansible_collections.burrow.ssh.plugins.plugin_utils._connection_session import build_session
+from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import resolve_inventory_hops
 
 pytest.importorskip("paramiko")
 NAME = "burrow.ssh.tunneled"
@@ -47,35 +51,76 @@ def connection(plugin_class: t.Any) -> t.Any:
 def test_via_strings_dicts_and_jump_lists_become_hops_before_the_target(connection: t.Any) -> None:
     connection.set_option("via", ["ops@b1.example:2221,b2.example", {"host": "b3.example", "private_key_file": "/keys/b3"}])
     connection.set_option("password", "target-secret")
-    session = connection._build_session()
-    hops = session["hops"]
-    assert [(hop["host"], hop["port"], hop["user"]) for hop in hops] == [
+    session = build_session(connection._session_options())
+    hops = session.hops
+    assert [(hop.host, hop.port, hop.user) for hop in hops] == [
         ("b1.example", 2221, "ops"),
         ("b2.example", 22, "deploy"),
         ("b3.example", 22, "deploy"),
         ("10.0.0.5", 2200, "deploy"),
     ]
     # Hops inherit the key but never the target's password.
-    assert hops[1]["private_key_file"] == "/keys/target"
-    assert hops[2]["private_key_file"] == "/keys/b3"
-    assert [hop["password"] for hop in hops] == [None, None, None, "target-secret"]
-    assert "via b1.example:2221" in connection._label.replace("ops@", "")
+    assert hops[1].private_key_file == "/keys/target"
+    assert hops[2].private_key_file == "/keys/b3"
+    assert [hop.password for hop in hops] == [None, None, None, "target-secret"]
+    assert session.label == "deploy@10.0.0.5:2200 via ops@b1.example:2221, deploy@b2.example:22, deploy@b3.example:22"
+    assert "target-secret" not in repr(session)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("False", "off"), ("yes", "strict"), ("accept-new", "accept-new"), ("strict", "strict")])
 def test_host_key_checking_accepts_ansible_booleans(connection: t.Any, value: str, expected: str) -> None:
     connection.set_option("host_key_checking", value)
-    assert {hop["host_key_checking"] for hop in connection._build_session()["hops"]} == {expected}
+    assert {hop.host_key_checking for hop in build_session(connection._session_options()).hops} == {expected}
 
 
-def test_bad_via_and_bad_forwards_are_option_errors(connection: t.Any) -> None:
+def test_bad_via_bad_checking_and_bad_forwards_are_spec_errors_naming_the_variable(connection: t.Any) -> None:
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._connection_forwards import parse_declared
+
     connection.set_option("via", ["user@host;rm -rf /"])
-    with pytest.raises(AnsibleOptionsError, match=r"burrow_via\[0\]"):
-        connection._build_session()
+    with pytest.raises(SpecError, match=r"burrow_via\[0\]"):
+        build_session(connection._session_options())
     connection.set_option("via", [])
+    connection.set_option("host_key_checking", "maybe")
+    with pytest.raises(SpecError, match="burrow_host_key_checking: must be strict, accept-new or off"):
+        build_session(connection._session_options())
     connection.set_option("reverse_socks", ["1080:localhost:80"])
-    with pytest.raises(AnsibleOptionsError, match="SOCKS listener"):
-        connection._forwards()
+    with pytest.raises(SpecError, match="SOCKS listener"):
+        parse_declared(connection._forwards())
+
+
+def test_the_broker_s_invalid_option_is_an_option_error(connection: t.Any) -> None:
+    with pytest.raises(AnsibleOptionsError, match=r"burrow.ssh.tunneled: burrow_via\[0\]: bad"):
+        connection._fail(BrokerError({"kind": "invalid_option", "message": "burrow_via[0]: bad"}), "connecting to")
+
+
+class FakeHostVars(dict):
+    """hostvars as a task sees it: inventory hostname -> that host's variables."""
+
+
+def test_inventory_hostnames_in_via_become_those_hosts_hops() -> None:
+    hostvars = FakeHostVars(
+        bastion1={"ansible_host": "192.0.2.10", "ansible_port": "2222", "ansible_user": "ops", "ansible_ssh_private_key_file": "/keys/b1"},
+        inner={"ansible_host": "10.1.0.4", "burrow_via": ["bastion1"], "ansible_password": "inner-secret"},
+        web1={"ansible_host": "10.1.0.9"},
+    )
+    assert resolve_inventory_hops(["inner"], hostvars) == [
+        {"host": "192.0.2.10", "port": "2222", "user": "ops", "private_key_file": "/keys/b1"},
+        {"host": "10.1.0.4", "password": "inner-secret"},
+    ]
+    # Not inventory hosts, or not plain names: left as given (DNS names, user@host:port, dicts).
+    given = ["jump.example.com", "ops@bastion1:22", {"host": "bastion1"}]
+    assert resolve_inventory_hops(given, hostvars) is given
+    # A comma-separated ProxyJump string may mix both.
+    assert resolve_inventory_hops("jump.example.com,bastion1", hostvars)[0] == "jump.example.com"
+    # The resolved hops are valid hops for the broker's parser.
+    hops = build_session({"remote_addr": "10.1.0.9", "port": 22, "remote_user": "deploy", "via": resolve_inventory_hops(["inner"], hostvars)}).hops
+    assert [(hop.host, hop.port, hop.user) for hop in hops] == [("192.0.2.10", 2222, "ops"), ("10.1.0.4", 22, "deploy"), ("10.1.0.9", 22, "deploy")]
+
+
+def test_inventory_jump_chain_loop_is_an_error() -> None:
+    hostvars = FakeHostVars(a={"burrow_via": ["b"]}, b={"burrow_via": ["a"]})
+    with pytest.raises(ValueError, match="loops"):
+        resolve_inventory_hops(["a"], hostvars)
 
 
 @pytest.mark.parametrize(
@@ -160,19 +205,19 @@ def test_frames_round_trip_over_a_socket_pair() -> None:
 
         def sender() -> None:
             # In a thread: 256 KiB may exceed the socket pair's buffer, so the reader must run meanwhile.
-            broker.send_frame(left, KIND_STDOUT, b"small")
-            broker.send_frame(left, KIND_STDERR, big)
-            broker.send_json(left, {"rc": 3}, KIND_EXIT)
+            client.send_frame(left, KIND_STDOUT, b"small")
+            client.send_frame(left, KIND_STDERR, big)
+            client.send_json(left, {"rc": 3}, KIND_EXIT)
             left.shutdown(socket.SHUT_WR)
 
         thread = threading.Thread(target=sender, daemon=True)
         thread.start()
         right.settimeout(30)
-        assert broker.recv_frame(right) == (KIND_STDOUT, b"small")
-        assert broker.recv_frame(right) == (KIND_STDERR, big)
-        kind, data = broker.recv_frame(right) or (b"", b"")
+        assert client.recv_frame(right) == (KIND_STDOUT, b"small")
+        assert client.recv_frame(right) == (KIND_STDERR, big)
+        kind, data = client.recv_frame(right) or (b"", b"")
         assert (kind, json.loads(data)) == (KIND_EXIT, {"rc": 3})
-        assert broker.recv_frame(right) is None
+        assert client.recv_frame(right) is None
         thread.join(30)
 
 
