@@ -44,6 +44,16 @@ all:
       burrow_reverse_socks:
         - 1080
       burrow_host_key_checking: accept-new
+    db2:
+      ansible_host: 10.0.6.7
+      ansible_connection: burrow.ssh.tunneled
+      # An inventory hostname: bastion1's ansible_host, ansible_port, ansible_user and key make the hop.
+      burrow_via:
+        - bastion1
+    bastion1:
+      ansible_host: bastion.example.com
+      ansible_port: 2222
+      ansible_user: deploy
 """
 
 import os

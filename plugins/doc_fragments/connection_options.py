@@ -131,9 +131,10 @@ options:
       - Each entry is a string V(user@host:port) (also V(ssh://user@host:port); a comma-separated string is a ProxyJump list)
         or a dict with the keys C(host), C(port), C(user), C(private_key_file), C(private_key), C(private_key_passphrase),
         C(password), C(use_agent), C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint).
-      - >-
-        To reach a host through another inventory host, template its address, for example
-        V({host: "{{ hostvars['bastion1'].ansible_host }}", user: "{{ hostvars['bastion1'].ansible_user }}"}).
+      - An entry that is the name of an inventory host (set as a host or group variable) becomes that host's hop, made of its
+        C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file), C(ansible_password),
+        C(burrow_host_key_fingerprint) and C(burrow_known_hosts_file), preceded by the hops of its own C(burrow_via).
+        Other names are host names.
       - A hop that does not set them uses O(remote_user), O(private_key_file), O(private_key_passphrase), O(use_agent), O(host_key_checking)
         and O(known_hosts_file); it never gets O(password).
       - When unset, a C(ProxyJump) for O(remote_addr) in O(ssh_config_file) is used (with C(HostName), C(Port), C(User) and C(IdentityFile) of each jump host).

@@ -20,8 +20,12 @@ import typing as t
 import pytest
 
 TARGET_DIR = pathlib.Path(__file__).resolve().parent / "targets" / "connection_tunneled"
-BASTION_SIDE = "10.203.7.1"
-TARGET_ADDRESS = "10.203.7.2"
+# The /24 of the veth pair; another third octet (BURROW_CT_SUBNET_OCTET) lets two runs share the machine.
+_OCTET = int(os.environ.get("BURROW_CT_SUBNET_OCTET", "7"))
+if not 0 <= _OCTET <= 255:
+    raise ValueError(f"BURROW_CT_SUBNET_OCTET must be 0..255, not {_OCTET}")
+BASTION_SIDE = f"10.203.{_OCTET}.1"
+TARGET_ADDRESS = f"10.203.{_OCTET}.2"
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
@@ -78,7 +82,7 @@ class Lab:
         self.forward_ports = {"tunneled-pipelining": 31081, "tunneled-no-pipelining": 31082}
         self.socks_ports = {"tunneled-pipelining": 31091, "tunneled-no-pipelining": 31092}
 
-    def inventory(self, known_hosts: pathlib.Path | None = None, **extra: t.Any) -> pathlib.Path:
+    def inventory(self, known_hosts: pathlib.Path | None = None, via_inventory_host: bool = False, **extra: t.Any) -> pathlib.Path:
         common = {
             "ansible_connection": "burrow.ssh.tunneled",
             "ansible_host": TARGET_ADDRESS,
@@ -100,12 +104,26 @@ class Lab:
                 "burrow_remote_forwards": [f"127.0.0.1:{self.forward_ports[host]}:127.0.0.1:{self.http.port}"],
                 "burrow_reverse_socks": [f"127.0.0.1:{self.socks_ports[host]}"],
             }
+        inventory: dict[str, t.Any] = {"tunneled": {"hosts": hosts, "vars": common}}
+        if via_inventory_host:
+            # The bastion is an inventory host of its own (not in the play), named in burrow_via.
+            inventory["jump_hosts"] = {
+                "hosts": {
+                    "jump1": {
+                        "ansible_host": self.bastion.host,
+                        "ansible_port": self.bastion.port,
+                        "ansible_user": self.bastion.user,
+                        "ansible_ssh_private_key_file": str(self.bastion.client_key),
+                    }
+                }
+            }
+            common["burrow_via"] = ["jump1"]
         path = self.workdir / f"inventory-{secrets.token_hex(3)}.json"
-        path.write_text(json.dumps({"tunneled": {"hosts": hosts, "vars": common}}))
+        path.write_text(json.dumps(inventory))
         return path
 
     def run(self, ansible_playbook: t.Callable[..., t.Any], playbook: str, inventory: pathlib.Path, **extra_vars: t.Any) -> t.Any:
-        variables = {"local_tmp": str(self.local_tmp), "run_id": secrets.token_hex(3), **extra_vars}
+        variables = {"local_tmp": str(self.local_tmp), "run_id": secrets.token_hex(3), "target_address": TARGET_ADDRESS, **extra_vars}
         return ansible_playbook(TARGET_DIR / playbook, inventory, extra_vars=variables, env={"BURROW_STATE_DIR": str(self.state_dir)}, timeout=600)
 
     def broker_sockets(self) -> list[pathlib.Path]:
@@ -167,7 +185,7 @@ def _stop_brokers(lab: Lab) -> None:
     """The broker exits on its own once the playbook has; if a test left one behind, stop it by its pid."""
     if _wait_broker_gone(lab, 5.0):
         return
-    from ansible_collections.burrow.ssh.plugins.plugin_utils._session_broker import BrokerClient
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import BrokerClient
 
     with contextlib.suppress(Exception):
         client = BrokerClient(str(lab.state_dir))
@@ -189,7 +207,7 @@ def test_standard_connection_checks_through_the_bastion(lab: Lab, ansible_playbo
             "Wait for the connection",
             "Check the raw output",
             "Check the unicode round trip",
-            "The target sees 10.203.7.2",
+            "The target sees its namespace address",
             "Copied and fetched files are identical, byte for byte",
             "Check the prompted become (the prompt and the success marker are not in the output)",
             "Check after reset",
@@ -235,6 +253,17 @@ def test_remote_forward_and_reverse_socks_reach_the_controller_side(lab: Lab, an
     )
     if probe.returncode == 0:
         assert probe.stdout.strip() == ""
+
+
+def test_bastion_named_by_inventory_hostname(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    bastion_log_before = lab.bastion.log_path.read_text(errors="replace")
+    result = lab.run(ansible_playbook, "commands.yml", lab.inventory(via_inventory_host=True), task_count=2)
+    assert result.returncode == 0, _failures(result)
+    assert _ok_tasks(result, "tunneled-pipelining") == ["Command"]
+    # The hop came from jump1's inventory variables: the bastion sshd carried the connection to the target.
+    new_log = lab.bastion.log_path.read_text(errors="replace")[len(bastion_log_before) :]
+    assert f"target {TARGET_ADDRESS} port {lab.target.port}" in new_log
+    assert _wait_broker_gone(lab)
 
 
 @pytest.mark.parametrize("hop", ["bastion", "target"])
