@@ -164,14 +164,26 @@ class ExecStream:
         self.started = started
         self.rc: int | None = None
         self.signal: str | None = None
+        self.stdin_gone = False
 
     def send_stdin(self, data: bytes) -> None:
         view = memoryview(data)
         for offset in range(0, len(view), READ_SIZE):
-            send_frame(self.sock, KIND_STDIN, bytes(view[offset : offset + READ_SIZE]))
+            self._send_input(KIND_STDIN, bytes(view[offset : offset + READ_SIZE]))
 
     def close_stdin(self) -> None:
-        send_frame(self.sock, KIND_STDIN_EOF)
+        self._send_input(KIND_STDIN_EOF, b"")
+
+    def _send_input(self, kind: bytes, payload: bytes) -> None:
+        # The broker closes its end once the command has exited, even when the command never read its input (a wrong
+        # become password, a missing interpreter). The output and the exit status are then already queued on this
+        # socket for read()/collect(): the input is moot, not the stream lost.
+        if self.stdin_gone:
+            return
+        try:
+            send_frame(self.sock, kind, payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.stdin_gone = True
 
     def read(self, timeout: float | None = None) -> tuple[bytes, bytes] | None:
         """Next (kind, data) frame; kind O, E or X (data is then the exit JSON). None when timed out."""

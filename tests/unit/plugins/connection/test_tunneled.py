@@ -221,6 +221,22 @@ def test_frames_round_trip_over_a_socket_pair() -> None:
         thread.join(30)
 
 
+def test_input_after_the_command_exited_leaves_its_output_and_status_readable() -> None:
+    """A wrong become password: the command exits without reading the module, the broker closes; the client still gets rc and stderr."""
+    broker_end, client_end = socket.socketpair()
+    with client_end:
+        client.send_frame(client_end, b"I", b"the password\n")  # left unread by the broker
+        client.send_frame(broker_end, KIND_STDERR, b"Sorry, try again.\n")
+        client.send_json(broker_end, {"rc": 97}, KIND_EXIT)
+        broker_end.close()
+        stream = client.ExecStream(client_end, {})
+        stream.send_stdin(b"module payload" * 1000)
+        stream.close_stdin()
+        stdout, stderr = bytearray(), bytearray()
+        assert stream.collect(stdout, stderr) == 97
+        assert (bytes(stdout), bytes(stderr)) == (b"", b"Sorry, try again.\n")
+
+
 def test_hop_keys_share_prefixes_and_separate_credentials(tmp_path: t.Any) -> None:
     server = broker.Broker(broker.BrokerPaths(str(tmp_path / "state")))
     bastion = {"host": "b", "port": 22, "password": None}

@@ -38,7 +38,7 @@ class BecomeModule(BecomeBase):
             return cmd
         self.prompt = PROMPT
         check = (
-            f"printf '%s' '{PROMPT}' >&2; if [ -t 0 ]; then stty -echo; fi; IFS= read -r pw; "
+            f"if [ -t 0 ]; then stty -echo; fi; printf '%s' '{PROMPT}' >&2; IFS= read -r pw; "
             f"if [ -t 0 ]; then stty echo; fi; [ \"$pw\" = '{EXPECTED}' ] || {{ echo 'burrow-fakepw: Sorry, try again.' >&2; exit 97; }}; "
         )
         return "/bin/sh -c " + shlex.quote(check + self._build_success_command(cmd, shell))
