@@ -453,6 +453,28 @@ def authenticate(transport: t.Any, hop: Hop) -> None:
     )
 
 
+class QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges every segment at once instead of delaying the ACK.
+
+    sshd leaves Nagle's algorithm on for a connection that opens no session (a jump host carrying only
+    direct-tcpip channels, a tunnel), so when it writes two small packets in a row, such as a command's
+    output and then its exit status, the second waits for our ACK of the first, which Linux delays by up
+    to 40 ms. Measured through a bastion: a command with output took 131 ms instead of 89 ms. The kernel
+    drops the flag on its own, so it is set again after every read.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, QUICKACK_OPTION, 1)
+        except OSError:
+            pass  # the connection is closing: the next read reports it
+        return data
+
+
+QUICKACK_OPTION: int = getattr(socket, "TCP_QUICKACK", 0)
+
+
 def _connect_socket(hop: Hop, timeout: float) -> socket.socket:
     try:
         sock = socket.create_connection((hop.host, hop.port), timeout=timeout)
@@ -465,6 +487,8 @@ def _connect_socket(hop: Hop, timeout: float) -> socket.socket:
         raise Unreachable(f"cannot connect to {hop.label()}: {reason}", advice="check that sshd runs there and that the port is open", hop=hop.label()) from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(None)
+    if QUICKACK_OPTION:  # Linux
+        sock = QuickAckSocket(fileno=sock.detach())
     return sock
 
 
