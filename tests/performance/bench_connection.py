@@ -8,6 +8,14 @@ installed ansible-core still has it; ProxyCommand through the bastion). The targ
 (10.203.7.2) reached through a bastion sshd on loopback, as in the integration test. Needs root.
 
     .venv/bin/python tests/performance/bench_connection.py [--tasks 50] [--rounds 3] [--pipelining both|on|off]
+
+Besides the wall time of ansible-playbook, a callback (tests/performance/callback_plugins) records every task's
+duration, so the report also gives the first task (connection set-up) and the median of the others (steady state).
+ansible-core's run_command sometimes waits out a 1 s select() timeout on the target after a command has ended, for
+any connection plugin (seen with connection: local too); those tasks are counted and left out of the steady-state
+median, but they stay in the wall time, so the wall-time ratio is noisier than the per-task one.
+A second part times exec_command itself (no Ansible task around it): `true`, and 100 kB on stdin as a pipelined
+module would send it, through the same bastion.
 """
 
 from __future__ import annotations
@@ -44,6 +52,57 @@ def write_playbook(path: pathlib.Path, tasks: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+STALL_SECONDS = 0.8
+
+
+def summarize_tasks(timings: list[list[dict[str, t.Any]]]) -> dict[str, float]:
+    """Over the rounds of one plugin: median first task, median of the later tasks without stalls, stall count."""
+    firsts = [run[0]["seconds"] for run in timings if run]
+    later = [item["seconds"] for run in timings for item in run[1:]]
+    # A stall adds about 1 s to a task: anything 0.8 s above the median is one.
+    limit = statistics.median(later) + STALL_SECONDS if later else 0.0
+    steady = [value for value in later if value < limit]
+    return {
+        "first_ms": statistics.median(firsts) * 1000 if firsts else float("nan"),
+        "steady_ms": statistics.median(steady) * 1000 if steady else float("nan"),
+        "steady_mean_ms": statistics.fmean(steady) * 1000 if steady else float("nan"),
+        "stalls": float(len(later) - len(steady)),
+        "tasks": float(len(later)),
+    }
+
+
+EXEC_COMMANDS = {
+    "true (no output)": ("true", None),
+    "echo ~ (output)": ("/bin/sh -c 'echo ~ && sleep 0'", None),
+    "wc -c, 100 kB stdin": ("wc -c", b"x" * 100_000),
+}
+
+
+def exec_latency(plugins: dict[str, tuple[str, dict[str, t.Any]]], runs: int, collections: pathlib.Path) -> dict[str, dict[str, float]]:
+    """Median exec_command time per plugin and command; a new connection object per run, as Ansible's workers do."""
+    from ansible.playbook.play_context import PlayContext
+    from ansible.plugins.loader import connection_loader, init_plugin_loader
+
+    init_plugin_loader([str(collections)])
+    medians: dict[str, dict[str, float]] = {}
+    for name, (plugin, variables) in plugins.items():
+        samples: dict[str, list[float]] = {label: [] for label in EXEC_COMMANDS}
+        for index in range(runs + 1):
+            connection = connection_loader.get(plugin, PlayContext(), None)
+            connection.set_options(var_options=variables)
+            for label, (command, stdin) in EXEC_COMMANDS.items():
+                started = time.perf_counter()
+                rc, _out, err = connection.exec_command(command, in_data=stdin, sudoable=False)
+                elapsed = time.perf_counter() - started
+                if rc != 0:
+                    raise RuntimeError(f"{name}: {command} failed with rc {rc}: {err[-500:]!r}")
+                if index:  # the first run connects
+                    samples[label].append(elapsed * 1000)
+            connection.close()
+        medians[name] = {label: statistics.median(values) for label, values in samples.items()}
+    return medians
+
+
 def has_paramiko_ssh() -> bool:
     result = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-doc"), "-t", "connection", "-l"], capture_output=True, text=True, timeout=120, check=False)
     return "paramiko_ssh" in result.stdout
@@ -54,6 +113,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pipelining", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--exec-runs", type=int, default=30, help="exec_command runs per plugin and command (0: skip)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespace)", file=sys.stderr)
@@ -62,6 +122,8 @@ def main() -> int:  # noqa: PLR0915 - a linear script
     work = pathlib.Path(tempfile.mkdtemp(prefix="burrow-bench-conn-"))
     work.chmod(0o700)
     results: dict[str, list[float]] = {}
+    exec_results: dict[str, dict[str, float]] = {}
+    task_times: dict[str, list[list[dict[str, t.Any]]]] = {}
     try:
         with contextlib.ExitStack() as stack:
             import pytest
@@ -124,6 +186,9 @@ def main() -> int:  # noqa: PLR0915 - a linear script
                 ANSIBLE_DEPRECATION_WARNINGS="False",
                 ANSIBLE_NOCOLOR="1",
                 BURROW_STATE_DIR=str(state_dir),
+                ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests" / "performance" / "callback_plugins"),
+                ANSIBLE_CALLBACKS_ENABLED="burrow_task_timings",
+                BURROW_TASK_TIMINGS=str(work / "timings.json"),
             )
             for round_index in range(args.rounds):
                 for pipelining in modes:
@@ -141,6 +206,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
                             print(f"{label}: FAILED (rc {run.returncode})\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}", file=sys.stderr)
                             return 1
                         results.setdefault(label, []).append(elapsed)
+                        task_times.setdefault(label, []).append(json.loads((work / "timings.json").read_text()))
                         print(f"round {round_index + 1}: {label}: {elapsed:.2f} s", flush=True)
                         # Stop ssh's ControlPersist masters after each run so every run starts cold (the same for every plugin).
                         for sock in control_dir.iterdir():
@@ -148,6 +214,16 @@ def main() -> int:  # noqa: PLR0915 - a linear script
                         deadline = time.monotonic() + 10
                         while any(state_dir.glob("broker-*.sock")) and time.monotonic() < deadline:
                             time.sleep(0.05)
+            if args.exec_runs > 0:
+                os.environ.update({key: env[key] for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR", "BURROW_STATE_DIR")})
+                exec_plugins = {
+                    name: (variables["ansible_connection"], {**common, **variables})
+                    for name, variables in plugins.items()
+                    if not name.startswith("paramiko_ssh")  # its ProxyCommand process per connection object is not its steady state
+                }
+                exec_results = exec_latency(exec_plugins, args.exec_runs, collections)
+                for sock in control_dir.iterdir():
+                    subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=30, check=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.tasks} ansible.builtin.command tasks, 1 host behind a bastion, {args.rounds} round(s), median wall time of ansible-playbook:")
@@ -156,10 +232,23 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         if not rows:
             continue
         ours = next(value for label, value in rows.items() if label.startswith("burrow.ssh.tunneled"))
+        ours_steady = summarize_tasks(task_times[next(label for label in rows if label.startswith("burrow.ssh.tunneled"))])["steady_ms"]
         for label, value in rows.items():
             per_task = value / args.tasks * 1000
             runs = ", ".join(f"{x:.2f}" for x in results[label])
-            print(f"  {label:55s} {value:7.2f} s  {per_task:6.1f} ms/task  ratio to burrow.ssh.tunneled {value / ours:5.2f}  (runs: {runs})")
+            tasks = summarize_tasks(task_times[label])
+            print(f"  {label:55s} wall {value:7.2f} s  {per_task:6.1f} ms/task  ratio {value / ours:5.2f}  (runs: {runs})")
+            print(
+                f"  {'':55s} first task {tasks['first_ms']:6.0f} ms, later tasks median {tasks['steady_ms']:6.1f} ms"
+                f" (mean {tasks['steady_mean_ms']:6.1f}) ratio {tasks['steady_ms'] / ours_steady:5.2f},"
+                f" {tasks['stalls']:.0f} of {tasks['tasks']:.0f} tasks hit the 1 s run_command stall"
+            )
+    if exec_results:
+        print(f"\nexec_command through the bastion, median of {args.exec_runs} runs (a new connection object per run, session already up):")
+        ours_exec = exec_results.get("burrow.ssh.tunneled", {})
+        for name, row in exec_results.items():
+            cells = ", ".join(f"{label} {value:6.1f} ms ({value / ours_exec[label]:4.2f}x)" for label, value in row.items())
+            print(f"  {name:35s} {cells}")
     return 0
 
 
