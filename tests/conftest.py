@@ -20,7 +20,10 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SANDBOX_DIR = REPO / "tests" / "sandbox"
 BUILD_COLLECTIONS = REPO / ".build" / "collections"
 CALLBACK_DIR = SANDBOX_DIR / "callback_plugins"
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+# The ansible-playbook of the interpreter running the tests (scripts/compat runs them with other ansible-core venvs).
+ANSIBLE_PLAYBOOK = pathlib.Path(sys.executable).parent / "ansible-playbook"
+if not ANSIBLE_PLAYBOOK.exists():
+    ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 
 if str(SANDBOX_DIR) not in sys.path:
     sys.path.insert(0, str(SANDBOX_DIR))
