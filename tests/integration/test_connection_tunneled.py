@@ -255,6 +255,17 @@ def test_remote_forward_and_reverse_socks_reach_the_controller_side(lab: Lab, an
         assert probe.stdout.strip() == ""
 
 
+def test_bad_option_fails_before_any_handshake_naming_the_variable(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    bastion_before, target_before = _auth_count(lab.bastion), _auth_count(lab.target)
+    result = lab.run(ansible_playbook, "commands.yml", lab.inventory(burrow_via=["deploy@bastion;rm -rf /"]), task_count=1)
+    assert result.returncode != 0
+    outcome = _host_result(result, "tunneled-pipelining", "Command")
+    message = json.dumps(outcome)
+    assert "burrow_via[0]" in message, message
+    assert (_auth_count(lab.bastion), _auth_count(lab.target)) == (bastion_before, target_before)
+    assert _wait_broker_gone(lab)
+
+
 def test_bastion_named_by_inventory_hostname(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
     bastion_log_before = lab.bastion.log_path.read_text(errors="replace")
     result = lab.run(ansible_playbook, "commands.yml", lab.inventory(via_inventory_host=True), task_count=2)
