@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,21 @@ def collections_path() -> pathlib.Path:
     return ensure_collection_link()
 
 
+_LOCAL_TEMP: list[str] = []
+
+
+def _local_temp() -> str:
+    """One ansible local temp directory per test session, removed when the session ends (pytest_unconfigure)."""
+    if not _LOCAL_TEMP:
+        _LOCAL_TEMP.append(tempfile.mkdtemp(prefix="burrow-ansible-local-"))
+    return _LOCAL_TEMP[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _LOCAL_TEMP:
+        shutil.rmtree(_LOCAL_TEMP.pop(), ignore_errors=True)
+
+
 def run_playbook(  # noqa: PLR0917 - the positional signature other helpers code against
     playbook_path: str | os.PathLike[str],
     inventory: str | os.PathLike[str],
@@ -148,7 +164,7 @@ def run_playbook(  # noqa: PLR0917 - the positional signature other helpers code
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_LOCAL_TEMP=str(pathlib.Path(tempfile.gettempdir()) / f"burrow-ansible-local-{os.getuid()}"),
+        ANSIBLE_LOCAL_TEMP=_local_temp(),
         PATH=f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     if env:
