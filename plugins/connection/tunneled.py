@@ -194,21 +194,22 @@ class Connection(ConnectionBase):
         self._connected = True
         return self
 
-    def _ensure_session(self) -> dict[str, t.Any]:
+    def _connected_options(self) -> dict[str, t.Any]:
+        """Connect when this task has not yet; the options that identify the host's session in the broker."""
         if not self._connected:
             self._connect()
         return self._session_options()
 
     def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = True) -> tuple[int, bytes, bytes]:
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        session = self._ensure_session()
+        options = self._connected_options()
         become_prompt = bool(sudoable and self.become and self.become.expect_prompt())
         # A pty lets su (and sudo with requiretty) prompt; with pipelined input the module goes on stdin, so no pty.
         pty = become_prompt and not in_data
         display.vvv(f"EXEC {cmd}", host=self.get_option("remote_addr"))
         # Without a prompt to answer, the input goes right behind the request; with one, only after the answer.
         early = not become_prompt
-        request = {"options": session, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
+        request = {"options": options, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
         try:
             stream = self._broker().exec(request, stdin=in_data if early else None, eof=early and not pty)
         except BrokerError as exc:
@@ -274,18 +275,18 @@ class Connection(ConnectionBase):
         local = os.path.abspath(to_text(in_path, errors="surrogate_or_strict"))
         if not os.path.exists(to_bytes(local, errors="surrogate_or_strict")):
             raise AnsibleFileNotFound(f"file or module does not exist: {local}")
-        session = self._ensure_session()
-        self._call({"op": "put", "options": session, "local": local, "remote": to_text(out_path, errors="surrogate_or_strict")}, "copying a file to")
+        options = self._connected_options()
+        self._call({"op": "put", "options": options, "local": local, "remote": to_text(out_path, errors="surrogate_or_strict")}, "copying a file to")
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
         super().fetch_file(in_path, out_path)
         display.vvv(f"FETCH {in_path} TO {out_path}", host=self.get_option("remote_addr"))
-        session = self._ensure_session()
+        options = self._connected_options()
         umask = os.umask(0o022)
         os.umask(umask)
         local = os.path.abspath(to_text(out_path, errors="surrogate_or_strict"))
         remote = to_text(in_path, errors="surrogate_or_strict")
-        self._call({"op": "fetch", "options": session, "remote": remote, "local": local, "umask": umask}, "fetching a file from")
+        self._call({"op": "fetch", "options": options, "remote": remote, "local": local, "umask": umask}, "fetching a file from")
 
     def reset(self) -> None:
         """Close the host's session in the broker (forwards included); the next task connects anew."""

@@ -188,11 +188,8 @@ class Broker:
             self.max_idle = max(self.max_idle, session.idle_timeout)
         warnings: list[str] = []
         parent: Node | None = None
-        key = ""
         reused = True
-        last = len(session.hops) - 1
-        for index, hop in enumerate(session.hops):
-            key = self._hop_key(key, dataclasses.asdict(hop), session.name if index == last else None)
+        for hop, key in zip(session.hops, self.chain_keys(session)):
             with self._key_lock(key):
                 with self.lock:
                     node = self.nodes.get(key)
@@ -252,12 +249,13 @@ class Broker:
             node.transport.close()
         LOG.info("closed the session to %s", node.label)
 
-    def target_key(self, session: Session) -> str:
-        key = ""
+    def chain_keys(self, session: Session) -> list[str]:
+        """The node key of each hop: a prefix of the chain, so hosts behind the same bastion share its node."""
+        keys: list[str] = []
         last = len(session.hops) - 1
         for index, hop in enumerate(session.hops):
-            key = self._hop_key(key, dataclasses.asdict(hop), session.name if index == last else None)
-        return key
+            keys.append(self._hop_key(keys[-1] if keys else "", dataclasses.asdict(hop), session.name if index == last else None))
+        return keys
 
     # -- operations ------------------------------------------------------------------------------------------
     def op_ping(self, _conn: socket.socket, _request: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -280,34 +278,33 @@ class Broker:
         return {"ok": True, "pid": os.getpid(), "handshakes": self.handshakes, "requests": self.requests, "sessions": nodes}
 
     def op_open(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
+        from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
+
         session = self.session(request)
         declared = request.get("forwards")
-        if declared is not None:
-            # Checked before connecting: a bad declaration fails the task before any handshake.
-            from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
-
-            _connection_forwards.parse_declared(declared)
+        # Parsed before connecting: a bad declaration fails the task before any handshake.
+        wanted = None if declared is None else _connection_forwards.parse_declared(declared)
         node, warnings, reused = self.acquire(session)
         forwards: list[dict[str, t.Any]] = []
-        if declared is not None:
-            forwards = self._ensure_forwards(node, declared, session)
+        if wanted is not None:
+            forwards = self._ensure_forwards(node, wanted, session)
             warnings.extend(w for f in forwards for w in f.get("warnings", []))
         node.uses += 1
         return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards, "label": session.label}
 
-    def _ensure_forwards(self, node: Node, declared: dict[str, list[str]], session: Session) -> list[dict[str, t.Any]]:
+    def _ensure_forwards(self, node: Node, wanted: list[t.Any], session: Session) -> list[dict[str, t.Any]]:
         from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
 
         with node.forwards_lock:
             if node.forwards is None:
-                if not any(declared.values()):
+                if not wanted:
                     return []
                 node.forwards = _connection_forwards.chain_forwards_class().for_node(node, session.connect_timeout)
-            node.forwards.apply(_connection_forwards.parse_declared(declared))
+            node.forwards.apply(wanted)
             return list(node.forwards.status()["forwards"])
 
     def op_reset(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
-        key = self.target_key(self.session(request))
+        key = self.chain_keys(self.session(request))[-1]
         with self.lock:
             node = self.nodes.get(key)
         if node is not None:
