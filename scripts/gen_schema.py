@@ -2,7 +2,7 @@
 # Copyright (c) 2026, the burrow.ssh team
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Write docs/tunnel.schema.json from TUNNEL_SCHEMA (plugins/module_utils/_schema.py).
+"""Write docs/tunnel.schema.json from TUNNEL_SCHEMA (scripts/tunnel_schema.py).
 
 --check: write nothing, exit 1 when the file is missing or differs from what would be written.
 """
@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = REPO / "plugins" / "module_utils" / "_schema.py"
+SOURCE = REPO / "scripts" / "tunnel_schema.py"
 TARGET = REPO / "docs" / "tunnel.schema.json"
 
 
 def render() -> str:
-    # _schema.py is stdlib only: load it by path, so this works without the ansible_collections layout.
+    # tunnel_schema.py is stdlib only: load it by path, so this works without the ansible_collections layout.
     spec = importlib.util.spec_from_file_location("burrow_tunnel_schema", SOURCE)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {SOURCE}")

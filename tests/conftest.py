@@ -142,7 +142,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_LOCAL_TEMP.pop(), ignore_errors=True)
 
 
-def run_playbook(  # noqa: PLR0917 - the positional signature other helpers code against
+def run_playbook(
     playbook_path: str | os.PathLike[str],
     inventory: str | os.PathLike[str],
     extra_vars: dict[str, t.Any] | None = None,

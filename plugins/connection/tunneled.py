@@ -66,15 +66,22 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import (
-    KIND_EXIT,
-    KIND_STDERR,
-    KIND_STDOUT,
-    BrokerClient,
-    BrokerError,
-    ExecStream,
-    owner_identity,
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    ControlError,
+    ForwardRefused,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    PortInUse,
+    RemoteFileNotFound,
+    SpecError,
+    TunnelError,
+    Unreachable,
 )
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient, ExecStream
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import owner_identity
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import KIND_EXIT, KIND_STDERR, KIND_STDOUT
 from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import resolve_inventory_hops
 
 display = Display()
@@ -82,8 +89,9 @@ display = Display()
 # Ansible compiles a collection's Python files in every worker, once per task: the worker imports neither paramiko
 # nor the option parser. It sends its raw options to the session broker, which validates them (once per set).
 HAS_PARAMIKO = find_spec("paramiko") is not None
-AUTH_KINDS = ("authentication_failed",)
-CONNECTION_KINDS = ("host_key_unknown", "host_key_mismatch", "unreachable", "connection_lost", "control_error", "forward_refused", "port_in_use")
+# The broker's errors arrive as the same classes (the error envelope, errors.py); each maps to the Ansible error
+# that makes Ansible do the right thing (an unreachable host, a failed authentication, a bad option).
+CONNECTION_ERRORS = (HostKeyUnknown, HostKeyMismatch, Unreachable, ConnectionLost, ControlError, ForwardRefused, PortInUse)
 SESSION_OPTIONS = (
     "remote_addr",
     "port",
@@ -120,7 +128,7 @@ class Connection(ConnectionBase):
         var_options = super()._resolve_option_variables(variables, templar)
         if var_options.get("burrow_via"):
             try:
-                var_options["burrow_via"] = resolve_inventory_hops(var_options["burrow_via"], variables.get("hostvars"))
+                var_options["burrow_via"] = resolve_inventory_hops(var_options["burrow_via"], variables.get("hostvars"), "burrow_via")
             except ValueError as exc:
                 raise AnsibleOptionsError(f"burrow.ssh.tunneled: {exc}") from exc
         return var_options
@@ -148,27 +156,26 @@ class Connection(ConnectionBase):
         if self._client is None:
             try:
                 self._client = BrokerClient()
-            except (OSError, BrokerError) as exc:
+            except (OSError, TunnelError) as exc:
                 raise AnsibleConnectionFailure(f"burrow.ssh.tunneled: cannot use the state directory for the session broker: {exc}") from exc
         return self._client
 
-    def _fail(self, exc: Exception, doing: str) -> t.NoReturn:
-        kind = getattr(exc, "kind", "error")
-        if kind == "invalid_option":
+    def _fail(self, exc: TunnelError, doing: str) -> t.NoReturn:
+        if isinstance(exc, SpecError):
             raise AnsibleOptionsError(f"burrow.ssh.tunneled: {exc}") from exc
         message = f"burrow.ssh.tunneled: {doing} {self._label}: {exc}"
-        if kind in AUTH_KINDS:
+        if isinstance(exc, AuthenticationFailed):
             raise AnsibleAuthenticationFailure(message) from exc
-        if kind == "not_found":
+        if isinstance(exc, RemoteFileNotFound):
             raise AnsibleFileNotFound(message) from exc
-        if kind in CONNECTION_KINDS:
+        if isinstance(exc, CONNECTION_ERRORS):
             raise AnsibleConnectionFailure(message) from exc
         raise AnsibleError(message) from exc
 
     def _call(self, request: dict[str, t.Any], doing: str) -> dict[str, t.Any]:
         try:
             return self._broker().call(request)
-        except BrokerError as exc:
+        except TunnelError as exc:
             self._fail(exc, doing)
         except OSError as exc:
             raise AnsibleConnectionFailure(f"burrow.ssh.tunneled: session broker failed while {doing} {self._label}: {exc}") from exc
@@ -212,7 +219,7 @@ class Connection(ConnectionBase):
         request = {"options": options, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
         try:
             stream = self._broker().exec(request, stdin=in_data if early else None, eof=early and not pty)
-        except BrokerError as exc:
+        except TunnelError as exc:
             self._fail(exc, "running a command on")
         stdout = bytearray()
         stderr = bytearray()
@@ -226,7 +233,7 @@ class Connection(ConnectionBase):
                         stream.close_stdin()
             if stream.rc is None:
                 stream.collect(stdout, stderr)
-        except BrokerError as exc:
+        except TunnelError as exc:
             self._fail(exc, "running a command on")
         except OSError as exc:
             raise AnsibleConnectionFailure(f"burrow.ssh.tunneled: lost the session broker while running a command on {self._label}: {exc}") from exc

@@ -246,22 +246,3 @@ options:
       - name: burrow_persist_idle_timeout
 """
 
-    # Host-key options for modules and action plugins (no inventory sources): the same words as the connection plugin.
-    HOST_KEYS = r"""
-options:
-  host_key_checking:
-    description:
-      - V(strict) refuses unknown and changed host keys; V(accept-new) records unknown keys and refuses changed ones; V(off) accepts any key (with a warning).
-    type: str
-    choices: [strict, accept-new, "off"]
-    default: strict
-  known_hosts_file:
-    description:
-      - The known_hosts file to check host keys against (and to append to with V(accept-new)).
-    type: path
-    default: ~/.ssh/known_hosts
-  host_key_fingerprint:
-    description:
-      - Pin the server's key to this SHA256 fingerprint (as printed by C(ssh-keygen -lf)); O(known_hosts_file) is then not consulted.
-    type: str
-"""

@@ -5,13 +5,15 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""The tunnel module's argument spec and its translation into a Tunnel declaration."""
+"""The tunnel module's argument spec, its translation into a Tunnel declaration, and the loopback policy."""
 
 from __future__ import annotations
 
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, Tunnel, tunnel_from_params
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
 
 TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "name": {"type": "str", "required": True},
@@ -47,10 +49,14 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
 NON_DECLARATION_OPTIONS = ("state", "allow_non_loopback_bind", "drain_timeout", "state_dir", "lifetime_owner")
 
 
-def tunnel_from_module(params: dict[str, t.Any]) -> tuple[Tunnel, list[str]]:
-    """Build the declaration; refuse listeners beyond loopback unless allowed (and then warn)."""
+def declaration_from_module(params: t.Mapping[str, t.Any]) -> Tunnel:
+    """The declaration in the module's options (the action plugin has already parsed the same options once)."""
     declaration = {key: value for key, value in params.items() if key not in NON_DECLARATION_OPTIONS and value is not None}
-    tunnel = tunnel_from_params(declaration)
+    return parse_declaration(declaration)
+
+
+def loopback_policy(tunnel: Tunnel, allow_non_loopback_bind: bool) -> list[str]:
+    """Refuse listeners beyond loopback unless allowed (and then warn)."""
     warnings: list[str] = []
     counters = {"local": 0, "remote": 0, "dynamic": 0}
     for forward in tunnel.forwards:
@@ -59,11 +65,17 @@ def tunnel_from_module(params: dict[str, t.Any]) -> tuple[Tunnel, list[str]]:
         if not forward.exposes_beyond_loopback:
             continue
         field = f"{forward.kind}_forwards[{index}]"
-        if not params.get("allow_non_loopback_bind"):
+        if not allow_non_loopback_bind:
             raise SpecError(
                 field,
                 str(forward.listen),
                 "listens beyond loopback, which exposes the forward to other machines; set allow_non_loopback_bind=true if that is intended",
             )
         warnings.append(f"{field} listens on {forward.listen}: reachable from other machines")
-    return tunnel, warnings
+    return warnings
+
+
+def tunnel_from_module(params: t.Mapping[str, t.Any]) -> tuple[Tunnel, list[str]]:
+    """The declaration and the warnings of the loopback policy."""
+    tunnel = declaration_from_module(params)
+    return tunnel, loopback_policy(tunnel, bool(params.get("allow_non_loopback_bind")))

@@ -292,16 +292,12 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import TunnelError
-from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, tunnel_from_module
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError
-
-try:
-    from ansible_collections.burrow.ssh.plugins.module_utils import _manage
-    from ansible_collections.burrow.ssh.plugins.module_utils._ssh import HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR
-except ImportError as exc:  # pragma: no cover
-    HAS_PARAMIKO = False
-    PARAMIKO_IMPORT_ERROR = str(exc)
+from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, declaration_from_module, loopback_policy
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import manage
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import resolve_state_dir
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import secret_values
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR
 
 
 def main() -> None:
@@ -311,37 +307,33 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    # Secrets nested in list elements (per-hop credentials, SOCKS passwords) are not covered by the
-    # argument spec's no_log: mask them in every result, including the echoed invocation.
-    for entry in [*(params["via"] or []), *(params["dynamic_forwards"] or []), *(params["remote_forwards"] or [])]:
-        if isinstance(entry, dict):
-            for key in ("password", "private_key", "private_key_passphrase", "socks_password"):
-                if isinstance(entry.get(key), str) and entry[key]:
-                    module.no_log_values.add(entry[key])
     if not HAS_PARAMIKO:
         module.fail_json(msg=missing_required_lib("paramiko"), exception=PARAMIKO_IMPORT_ERROR)
-    state_dir = _manage.resolve_state_dir(params["state_dir"])
+    state_dir = resolve_state_dir(params["state_dir"])
     try:
         if params["state"] == "absent":
-            outcome = _manage.ensure_absent(params["name"], state_dir, check_mode=module.check_mode, drain_timeout=params["drain_timeout"])
+            outcome = manage.ensure_absent(params["name"], state_dir, check_mode=module.check_mode, drain_timeout=params["drain_timeout"])
             module.exit_json(changed=outcome.changed, action=outcome.action, removed=outcome.report["removed"], tunnel=outcome.report, diff=outcome.diff or {})
-        tunnel, warnings = tunnel_from_module(params)
-        for warning in warnings:
+        tunnel = declaration_from_module(params)
+        # Secrets nested in list elements (per-hop credentials, SOCKS passwords) are elements of str-or-dict lists, which
+        # the argument spec's no_log cannot reach: the parsed declaration names them, and every result masks them.
+        module.no_log_values.update(secret_values(tunnel))
+        for warning in loopback_policy(tunnel, params["allow_non_loopback_bind"]):
             module.warn(warning)
-        outcome = _manage.ensure_present(
+        outcome = manage.ensure_present(
             tunnel,
             state_dir,
             {kind: params[kind] for kind in ("local_forwards", "remote_forwards", "dynamic_forwards")},
             check_mode=module.check_mode,
-            owner=_manage.owner_for(params),
+            owner=manage.owner_for(params),
             restart=params["state"] == "restarted",
             drain_timeout=params["drain_timeout"],
         )
     except SpecError as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
+        module.fail_json(msg=str(exc), field=exc.field, error=exc.to_dict())
     except TunnelError as exc:
         module.fail_json(msg=str(exc), error=exc.to_dict())
-    summary = _manage.summarize(outcome.report)
+    summary = manage.summarize(outcome.report)
     for warning in summary["warnings"]:
         module.warn(warning)
     module.exit_json(changed=outcome.changed, action=outcome.action, tunnel=summary, diff=outcome.diff or {})

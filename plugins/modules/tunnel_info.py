@@ -118,8 +118,8 @@ tunnels:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, list_handles
-from ansible_collections.burrow.ssh.plugins.module_utils._manage import resolve_state_dir
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import resolve_state_dir
 
 
 def main() -> None:

@@ -5,18 +5,20 @@
 # Note that this plugin util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""Jump hosts named by inventory hostname in burrow_via, replaced by the connection settings of those hosts.
+"""The one inventory-hop resolver, used by the tunnel action plugin and the tunneled connection plugin.
 
-``burrow_via: [bastion1]`` with ``bastion1`` in the inventory becomes the hop ``bastion1`` describes with its own
-``ansible_host``, ``ansible_port``, ``ansible_user``, key and password; when ``bastion1`` itself has a
-``burrow_via``, its hops come first. A name that is not an inventory host stays a host name (DNS or ssh_config).
+``via: [bastion1]`` (or ``burrow_via``) with ``bastion1`` in the inventory becomes the hop ``bastion1`` describes with
+its own ``ansible_host``, ``ansible_port``, ``ansible_user``, key, key passphrase and password; when ``bastion1`` itself
+has a ``burrow_via``, its hops come first. A name that is not an inventory host stays a host name (DNS or ssh_config).
 """
 
 from __future__ import annotations
 
 import typing as t
 
-# hop key -> the inventory variables that give it, first found wins (the same names the plugin's options read).
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.via import split_via
+
+# hop key -> the inventory variables that give it, first found wins (the same names the connection plugin reads).
 HOP_VARIABLES: dict[str, tuple[str, ...]] = {
     "host": ("ansible_host", "ansible_ssh_host"),
     "port": ("ansible_port", "ansible_ssh_port"),
@@ -34,17 +36,6 @@ def _is_plain_name(entry: str) -> bool:
     return bool(entry) and not any(mark in entry for mark in ("@", ":", "/", "[", " "))
 
 
-def _entries(via: t.Any) -> list[t.Any]:
-    items = [via] if isinstance(via, str) else list(via) if isinstance(via, (list, tuple)) else [via]
-    entries: list[t.Any] = []
-    for item in items:
-        if isinstance(item, str) and "," in item:
-            entries.extend(part.strip() for part in item.split(",") if part.strip())
-        else:
-            entries.append(item)
-    return entries
-
-
 def _inventory_host(hostvars: t.Any, name: str) -> t.Any:
     try:
         return hostvars.get(name)
@@ -52,7 +43,18 @@ def _inventory_host(hostvars: t.Any, name: str) -> t.Any:
         return None
 
 
-def resolve_inventory_hops(via: t.Any, hostvars: t.Any, _seen: tuple[str, ...] = ()) -> t.Any:
+def _hop_of(name: str, host_vars: t.Any) -> dict[str, t.Any]:
+    hop: dict[str, t.Any] = {"host": name}
+    for key, names in HOP_VARIABLES.items():
+        for variable in names:
+            value = host_vars.get(variable)
+            if value is not None and value != "":
+                hop[key] = value
+                break
+    return hop
+
+
+def resolve_inventory_hops(via: t.Any, hostvars: t.Any, option: str = "burrow_via", _seen: tuple[str, ...] = ()) -> t.Any:
     """``via`` with every inventory hostname replaced by that host's hop chain; anything else is left as given.
 
     Raises ValueError for a jump chain that loops back to a host already in it.
@@ -61,24 +63,42 @@ def resolve_inventory_hops(via: t.Any, hostvars: t.Any, _seen: tuple[str, ...] =
         return via
     resolved: list[t.Any] = []
     changed = False
-    for entry in _entries(via):
+    for _field, entry in split_via(via, option):
         host_vars = _inventory_host(hostvars, entry) if isinstance(entry, str) and _is_plain_name(entry) else None
         if host_vars is None:
             resolved.append(entry)
             continue
         if entry in _seen or len(_seen) >= MAX_DEPTH:
             chain = " -> ".join((*_seen, entry))
-            raise ValueError(f"burrow_via: the jump chain of inventory host {entry!r} loops or is too deep ({chain})")
+            raise ValueError(f"{option}: the jump chain of inventory host {entry!r} loops or is too deep ({chain})")
         changed = True
         own_via = host_vars.get("burrow_via")
         if own_via:
-            resolved.extend(_entries(resolve_inventory_hops(own_via, hostvars, (*_seen, entry))))
-        hop: dict[str, t.Any] = {"host": entry}
-        for key, names in HOP_VARIABLES.items():
-            for name in names:
-                value = host_vars.get(name)
-                if value is not None and value != "":
-                    hop[key] = value
-                    break
-        resolved.append(hop)
+            resolved.extend(resolve_inventory_hops(own_via, hostvars, option, (*_seen, entry)))
+        resolved.append(_hop_of(entry, host_vars))
     return resolved if changed else via
+
+
+def resolve_tunnel_hops(args: t.Mapping[str, t.Any], hostvars: t.Any) -> dict[str, t.Any]:
+    """The tunnel module's options with inventory hostnames in ``via`` and ``host`` resolved.
+
+    A ``host`` that is an inventory host takes that host's address and connection variables (explicit options win),
+    and its own ``burrow_via`` hops go after the declared ``via``.
+    """
+    resolved = dict(args)
+    via = resolve_inventory_hops(args.get("via") or [], hostvars, "via")
+    host = args.get("host")
+    if isinstance(host, str) and _is_plain_name(host) and _inventory_host(hostvars, host) is not None:
+        chain = resolve_inventory_hops([host], hostvars, "host")
+        *jumps, target = chain
+        via = [*split_entries(via), *jumps]
+        resolved["host"] = target.pop("host")
+        for key, value in target.items():
+            if resolved.get(key) is None:
+                resolved[key] = value
+    resolved["via"] = via
+    return resolved
+
+
+def split_entries(via: t.Any) -> list[t.Any]:
+    return [entry for _field, entry in split_via(via)]

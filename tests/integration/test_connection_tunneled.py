@@ -185,7 +185,7 @@ def _stop_brokers(lab: Lab) -> None:
     """The broker exits on its own once the playbook has; if a test left one behind, stop it by its pid."""
     if _wait_broker_gone(lab, 5.0):
         return
-    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import BrokerClient
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient
 
     with contextlib.suppress(Exception):
         client = BrokerClient(str(lab.state_dir))

@@ -14,8 +14,9 @@ import typing as t
 from engine_helpers import wait_until
 from test_engine import tunnel_for
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, list_handles, spawn
-from ansible_collections.burrow.ssh.plugins.module_utils._paths import process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
 
 
 def test_spawned_tunnel_is_detached_and_stop_leaves_no_file(sshd: t.Any, tmp_path: t.Any) -> None:
@@ -69,7 +70,7 @@ def test_failed_start_leaves_nothing(sshd: t.Any, tmp_path: t.Any) -> None:
         port = holder.getsockname()[1]
         try:
             spawn(tunnel_for(sshd, name="clash", local_forwards=[f"{port}:127.0.0.1:22"]), state_dir)
-        except Exception as exc:  # noqa: BLE001 - the type is checked below
+        except Exception as exc:  # the type is checked below
             assert "already in use" in str(exc)
         else:
             raise AssertionError("a clashing port must fail the start")

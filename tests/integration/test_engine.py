@@ -15,6 +15,7 @@ import time
 import typing as t
 
 import pytest
+import socks_client
 from engine_helpers import (
     LoopbackServer,
     digest_after_eof_handler,
@@ -28,10 +29,9 @@ from engine_helpers import (
     wait_until,
 )
 
-from ansible_collections.burrow.ssh.plugins.module_utils import _socks
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, spawn
-from ansible_collections.burrow.ssh.plugins.module_utils._engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import socks as _socks
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     AuthenticationFailed,
     ForwardRefused,
     HostKeyMismatch,
@@ -40,8 +40,10 @@ from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
     TunnelError,
     Unreachable,
 )
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
-from ansible_collections.burrow.ssh.plugins.module_utils._ssh import DequePipe, use_deque_pipes
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import DequePipe, use_deque_pipes
 
 # The tunnel process buffers channel input in a DequePipe; test the engine in that same configuration.
 use_deque_pipes()
@@ -63,7 +65,7 @@ def tunnel_for(sshd: t.Any, name: str = "engine", **overrides: t.Any) -> t.Any:
         "connect_timeout": 5,
     }
     params.update(overrides)
-    return tunnel_from_params(params)
+    return parse_declaration(params)
 
 
 @contextlib.contextmanager
@@ -131,7 +133,7 @@ def test_dynamic_forward_socks_is_lossless(sshd: t.Any, echo: LoopbackServer, ve
 
         def connect() -> socket.socket:
             sock = socket.create_connection(bound(engine), timeout=60)
-            _socks.client_connect(sock, target, echo.port, version=4 if version == "4a" else int(version))
+            socks_client.client_connect(sock, target, echo.port, version=4 if version == "4a" else int(version))
             return sock
 
         assert sha256(echo_roundtrip(bound(engine), data, connect=connect)) == sha256(data)
@@ -144,7 +146,7 @@ def test_reverse_dynamic_forward_serves_socks_from_the_client_side(sshd: t.Any, 
 
         def connect() -> socket.socket:
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            _socks.client_connect(sock, "127.0.0.1", echo.port, version=5)
+            socks_client.client_connect(sock, "127.0.0.1", echo.port, version=5)
             return sock
 
         assert echo_roundtrip(("127.0.0.1", port), data, connect=connect) == data
@@ -154,17 +156,17 @@ def test_socks5_username_password(sshd: t.Any, echo: LoopbackServer) -> None:
     forward = {"listen_host": "127.0.0.1", "listen_port": 0, "socks_username": "alice", "socks_password": "s3cret"}
     with running(tunnel_for(sshd, dynamic_forwards=[forward])) as engine:
         sock = socket.create_connection(bound(engine), timeout=10)
-        _socks.client_connect(sock, "127.0.0.1", echo.port, version=5, credentials=("alice", "s3cret"))
+        socks_client.client_connect(sock, "127.0.0.1", echo.port, version=5, credentials=("alice", "s3cret"))
         sock.sendall(b"ping")
         assert sock.recv(4) == b"ping"
         sock.close()
         bad = socket.create_connection(bound(engine), timeout=10)
         with pytest.raises(_socks.SocksError):
-            _socks.client_connect(bad, "127.0.0.1", echo.port, version=5, credentials=("alice", "wrong"))
+            socks_client.client_connect(bad, "127.0.0.1", echo.port, version=5, credentials=("alice", "wrong"))
         bad.close()
         # The listener survives a refused client.
         again = socket.create_connection(bound(engine), timeout=10)
-        _socks.client_connect(again, "127.0.0.1", echo.port, version=5, credentials=("alice", "s3cret"))
+        socks_client.client_connect(again, "127.0.0.1", echo.port, version=5, credentials=("alice", "s3cret"))
         again.close()
 
 
@@ -287,7 +289,7 @@ def test_concurrent_connections(sshd: t.Any, echo: LoopbackServer) -> None:
             try:
                 if echo_roundtrip(address, data, timeout=60) != data:
                     failures.append("mismatch")
-            except Exception as exc:  # noqa: BLE001 - counted
+            except Exception as exc:  # counted
                 failures.append(repr(exc))
 
         threads = [threading.Thread(target=one) for _index in range(200)]
@@ -518,10 +520,10 @@ def test_reverse_dynamic_forward_enforces_socks_credentials(sshd: t.Any, echo: L
         port = bound(engine)[1]
         refused = socket.create_connection(("127.0.0.1", port), timeout=10)
         with pytest.raises(_socks.SocksError):
-            _socks.client_connect(refused, "127.0.0.1", echo.port, version=5)
+            socks_client.client_connect(refused, "127.0.0.1", echo.port, version=5)
         refused.close()
         allowed = socket.create_connection(("127.0.0.1", port), timeout=10)
-        _socks.client_connect(allowed, "127.0.0.1", echo.port, version=5, credentials=("bob", "pw"))
+        socks_client.client_connect(allowed, "127.0.0.1", echo.port, version=5, credentials=("bob", "pw"))
         allowed.sendall(b"authenticated")
         assert allowed.recv(32) == b"authenticated"
         allowed.close()
@@ -540,7 +542,7 @@ def test_ssh_config_aliases_and_proxyjump(sandbox: t.Any, echo: LoopbackServer, 
         f"Host *\n  UserKnownHostsFile {known}\n"
     )
     monkeypatch.setenv("BURROW_SSH_CONFIG", str(config))
-    tunnel = tunnel_from_params({"name": "aliased", "host": "inneralias", "use_agent": False, "local_forwards": [f"0:127.0.0.1:{echo.port}"]})
+    tunnel = parse_declaration({"name": "aliased", "host": "inneralias", "use_agent": False, "local_forwards": [f"0:127.0.0.1:{echo.port}"]})
     with running(tunnel) as engine:
         assert len(engine.chain.transports) == 2  # type: ignore[union-attr]
         assert echo_roundtrip(bound(engine), b"via ssh_config") == b"via ssh_config"

@@ -157,7 +157,7 @@ def test_expose_service_through_gateway_ports(sandbox: t.Any, ansible_playbook: 
         forward = _task(result, "Open (or remove) the remote forward")["localhost"]["tunnel"]["remote_forwards"][0]
         assert forward["bound_host"] == public_address
         assert _task(result, "Fetch the check URL (on the public server) from here")["localhost"]["content"] == "exposed through the public server\n"
-        with urllib.request.urlopen(f"http://{public_address}:{forward['listen_port']}/", timeout=10) as response:  # noqa: S310 - 10.203.x test address
+        with urllib.request.urlopen(f"http://{public_address}:{forward['listen_port']}/", timeout=10) as response:  # 10.203.x test address
             assert response.read() == b"exposed through the public server\n"
         _ok(ansible_playbook("burrow.ssh.expose_service", inventory, {**extra, "expose_state": "absent"}, env=_env(state_dir)))
         assert _left(state_dir) == []

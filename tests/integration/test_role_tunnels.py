@@ -22,7 +22,7 @@ import pytest
 import yaml
 from engine_helpers import echo_roundtrip, wait_until
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"

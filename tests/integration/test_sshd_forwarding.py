@@ -134,7 +134,7 @@ def server(tmp_path: Path) -> Iterator[Any]:
         sys.path.insert(0, str(REPO / "tests" / "sandbox"))
         from sandbox import Sandbox  # type: ignore[import-not-found]
     except ImportError:
-        Sandbox = None  # noqa: N806
+        Sandbox = None
     if Sandbox is not None:
         with Sandbox() as sb:
             yield sb.start_sshd(extra_config=BASE_EXTRA)

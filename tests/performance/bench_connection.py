@@ -108,7 +108,7 @@ def has_paramiko_ssh() -> bool:
     return "paramiko_ssh" in result.stdout
 
 
-def main() -> int:  # noqa: PLR0915 - a linear script
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)

@@ -80,7 +80,7 @@ def _setup_import_paths() -> None:
         if str(extra) not in sys.path:
             sys.path.insert(0, str(extra))
     try:
-        import ansible_collections.burrow.ssh.plugins.module_utils._control  # noqa: F401
+        import ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control  # noqa: F401
     except ImportError:
         # The same link tests/conftest.py makes: .build/collections/ansible_collections/burrow/ssh -> the checkout.
         link = REPO / ".build" / "collections" / "ansible_collections" / "burrow" / "ssh"
@@ -323,7 +323,7 @@ def sshtunnel_main(cfg: dict[str, t.Any]) -> int:
     with KexRecorder().attached() as recorder:
         forwarder.start()
     try:
-        transport = forwarder._transport  # noqa: SLF001 - only to report the negotiated cipher
+        transport = forwarder._transport  # only to report the negotiated cipher
         cipher = f"{transport.local_cipher} (MAC {transport.local_mac}), KEX {recorder.kex}"
         print(json.dumps({"port": forwarder.local_bind_port, "pid": os.getpid(), "cipher": cipher}), flush=True)
         sys.stdin.read()
@@ -458,7 +458,7 @@ def hop_config(sshd: t.Any, service_port: int) -> dict[str, t.Any]:
 
 
 def burrow_tunnel_spec(cfg: dict[str, t.Any], name: str, kinds: t.Sequence[str] = KINDS) -> t.Any:
-    from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
     service = f"{SERVICE_HOST}:{cfg['service_port']}"
     params: dict[str, t.Any] = {
@@ -475,11 +475,11 @@ def burrow_tunnel_spec(cfg: dict[str, t.Any], name: str, kinds: t.Sequence[str] 
         "remote_forwards": [f"{SERVICE_HOST}:0:{service}"] if "R" in kinds else [],
         "dynamic_forwards": [f"{SERVICE_HOST}:0"] if "D" in kinds else [],
     }
-    return tunnel_from_params(params)
+    return parse_declaration(params)
 
 
 def owner(pid: int | None = None) -> dict[str, t.Any]:
-    from ansible_collections.burrow.ssh.plugins.module_utils._paths import process_start_time
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import process_start_time
 
     pid = os.getpid() if pid is None else pid
     return {"pid": pid, "start_time": process_start_time(pid)}
@@ -493,7 +493,7 @@ def spawn_main(cfg: dict[str, t.Any]) -> int:
     """
     _setup_import_paths()
     import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
-    from ansible_collections.burrow.ssh.plugins.module_utils._control import spawn
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
 
     status = spawn(burrow_tunnel_spec(cfg, cfg["name"]), cfg["state_dir"], owner=cfg["owner"])
     print(json.dumps(status), flush=True)
@@ -501,7 +501,7 @@ def spawn_main(cfg: dict[str, t.Any]) -> int:
 
 
 def start_burrow(sshd: t.Any, service_port: int, state_dir: str, name: str = "bench") -> Tunnel:
-    from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
 
     cfg = dict(hop_config(sshd, service_port), name=name, state_dir=state_dir, owner=owner())
     helper = subprocess.Popen([sys.executable, __file__, "_spawn", json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
@@ -551,11 +551,11 @@ class KexRecorder(logging.Handler):
 
 
 def burrow_cipher(cfg: dict[str, t.Any]) -> str:
-    from ansible_collections.burrow.ssh.plugins.module_utils._ssh import open_chain
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import ChainBuilder
 
     spec = burrow_tunnel_spec(cfg, "cipher-probe", kinds=("L",))
     with KexRecorder().attached() as recorder:
-        chain, _warnings = open_chain(spec.hops, connect_timeout=10)
+        chain, _warnings = ChainBuilder(connect_timeout=10).open(spec.hops)
     try:
         transport = chain.target
         mac = "implicit" if "gcm" in str(transport.local_cipher) else transport.local_mac
@@ -595,12 +595,13 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 
 
 def open_stream(entry: Entry, service_port: int, timeout: float = IO_TIMEOUT) -> socket.socket:
-    from ansible_collections.burrow.ssh.plugins.module_utils import _socks
 
     sock = socket.create_connection((SERVICE_HOST, entry.port), timeout=timeout)
     nodelay(sock)
     if entry.kind == "D":
-        _socks.client_connect(sock, SERVICE_HOST, service_port, timeout=timeout)
+        import socks_client  # tests/sandbox, on sys.path above
+
+        socks_client.client_connect(sock, SERVICE_HOST, service_port, timeout=timeout)
     sock.settimeout(timeout)
     return sock
 
@@ -736,7 +737,8 @@ def measure_concurrency(entry: Entry, block: bytes, count: int) -> dict[str, t.A
 
 
 def measure_setup_burrow(sshd: t.Any, service_port: int, state_dir: str, runs: int) -> list[float]:
-    from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, spawn
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
 
     times = []
     for index in range(runs):
@@ -945,7 +947,7 @@ def machine_description() -> dict[str, str]:
 
         sshtunnel_version = version("sshtunnel")
         cryptography_version = version("cryptography")
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only
         sshtunnel_version = cryptography_version = "?"
     return {
         "cpu": cpu,

@@ -16,8 +16,9 @@ import struct
 import threading
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, spawn
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
 STREAM_CHUNK = 1024 * 1024
 FIGURES = pathlib.Path(__file__).resolve().parents[2] / ".build" / "reliability" / "figures.json"
@@ -81,7 +82,7 @@ def fd_kinds(pid: int | str = "self") -> dict[str, int]:
 
 
 def spawn_tunnel(params: dict[str, t.Any], state_dir: str) -> tuple[dict[str, t.Any], TunnelHandle]:
-    status = spawn(tunnel_from_params(params), state_dir)
+    status = spawn(parse_declaration(params), state_dir)
     return status, TunnelHandle(state_dir, params["name"])
 
 

@@ -24,8 +24,8 @@ from engine_helpers import LoopbackServer, echo_handler, wait_until
 from helpers import proc_state, read_reply, record, spawn_tunnel, stop_all, stream_chunks
 from topology import Lab, connect_in
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import KILL_GRACE, TunnelHandle
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import KILL_GRACE, TunnelHandle
 
 pytestmark = pytest.mark.needs_root
 

@@ -10,13 +10,14 @@ import struct
 import typing as t
 
 import pytest
+import socks_client
 from engine_helpers import wait_until
 from helpers import all_pids, read_reply, record
 from topology import Lab
 
-from ansible_collections.burrow.ssh.plugins.module_utils import _socks
-from ansible_collections.burrow.ssh.plugins.module_utils._engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, tunnel_from_params
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
 BASE = {"name": "hostile", "host": "127.0.0.1", "port": 22, "user": "root", "use_agent": False, "dynamic_forwards": ["127.0.0.1:0"]}
 BAD = [
@@ -55,7 +56,7 @@ def test_bad_declaration_is_rejected_naming_the_field_and_spawns_nothing(overrid
     before = all_pids()
     params = dict(BASE, **override)
     with pytest.raises(SpecError) as info:
-        tunnel_from_params(params)
+        parse_declaration(params)
     assert field in str(info.value), str(info.value)
     assert not [pid for pid in all_pids() - before if _parent(pid) in before and _is_ours(pid)]
 
@@ -70,7 +71,7 @@ def _parent(pid: int) -> int:
 
 
 def _is_ours(pid: int) -> bool:
-    import os  # noqa: PLC0415
+    import os
 
     return _parent(pid) == os.getpid()
 
@@ -91,12 +92,12 @@ MALFORMED = [
 @pytest.mark.needs_root
 def test_malformed_socks_is_rejected_and_the_listener_and_other_clients_carry_on(lab: Lab) -> None:
     forwards = ["127.0.0.1:0", {"listen_host": "127.0.0.1", "listen_port": 0, "socks_username": "u", "socks_password": "p"}]
-    engine = TunnelEngine(tunnel_from_params(lab.params("socks", dynamic_forwards=forwards)))
+    engine = TunnelEngine(parse_declaration(lab.params("socks", dynamic_forwards=forwards)))
     engine.start()
     try:
         plain, authed = (runtime for runtime in engine.forwards.values())
         steady = socket.create_connection(("127.0.0.1", plain.bound.port), timeout=10)  # type: ignore[union-attr]
-        _socks.client_connect(steady, lab.db, lab.db_echo_port, version=5)
+        socks_client.client_connect(steady, lab.db, lab.db_echo_port, version=5)
         pids = all_pids()
         seen = {}
         for name, request, expected_prefix, message in MALFORMED:
@@ -117,7 +118,7 @@ def test_malformed_socks_is_rejected_and_the_listener_and_other_clients_carry_on
             assert steady.recv(64) == name.encode(), "the client in flight is unaffected"
         assert all_pids() - pids == set() or all(_parent(pid) != 0 and not _is_ours(pid) for pid in all_pids() - pids), "nothing spawned"
         fresh = socket.create_connection(("127.0.0.1", plain.bound.port), timeout=10)  # type: ignore[union-attr]
-        _socks.client_connect(fresh, lab.db, lab.db_echo_port, version=5)
+        socks_client.client_connect(fresh, lab.db, lab.db_echo_port, version=5)
         fresh.sendall(b"still accepting")
         assert fresh.recv(64) == b"still accepting"
         fresh.close()

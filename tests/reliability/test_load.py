@@ -15,13 +15,13 @@ import time
 import typing as t
 
 import pytest
+import socks_client
 from engine_helpers import LoopbackServer, digest_after_eof_handler, wait_until
 from helpers import all_pids, children, fd_kinds, proc_state, read_reply, record, send_stream, spawn_tunnel, stop_all
 from topology import Lab, connect_in, in_netns
 
-from ansible_collections.burrow.ssh.plugins.module_utils import _socks
-from ansible_collections.burrow.ssh.plugins.module_utils._engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
 pytestmark = pytest.mark.needs_root
 
@@ -84,7 +84,7 @@ def _snapshot(lab: Lab) -> dict[str, t.Any]:
 
 
 def test_500_create_check_destroy_cycles_leak_nothing(lab: Lab) -> None:
-    tunnel = tunnel_from_params(lab.params("cycles", local_forwards=[f"0:{lab.db}:{lab.db_echo_port}"]))
+    tunnel = parse_declaration(lab.params("cycles", local_forwards=[f"0:{lab.db}:{lab.db_echo_port}"]))
 
     def cycle() -> float:
         started = time.monotonic()
@@ -158,7 +158,7 @@ def _bulk(lab: Lab, tmp_path: t.Any, kind: str, size: int) -> None:
         else:
             client = socket.create_connection(("127.0.0.1", port), timeout=30)
             if kind == "dynamic":
-                _socks.client_connect(client, lab.db, db_sink.port, version=5)
+                socks_client.client_connect(client, lab.db, db_sink.port, version=5)
         client.settimeout(300)
         started = time.monotonic()
         with client:

@@ -18,10 +18,10 @@ from engine_helpers import LoopbackServer, echo_handler, wait_until
 from helpers import read_reply, record, spawn_tunnel, stop_all
 from topology import PG_PORT, Lab, connect_in
 
-from ansible_collections.burrow.ssh.plugins.module_utils._engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import ForwardRefused, HostKeyMismatch, HostKeyUnknown
 from ansible_collections.burrow.ssh.plugins.module_utils._module_args import tunnel_from_module
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, tunnel_from_params
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ForwardRefused, HostKeyMismatch, HostKeyUnknown, SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
 pytestmark = pytest.mark.needs_root
 
@@ -50,16 +50,16 @@ def test_unknown_and_changed_host_keys_are_refused_on_every_hop(lab: Lab, tmp_pa
     empty = tmp_path / "empty"
     empty.write_text("")
     with pytest.raises(HostKeyUnknown, match=str(lab.bastion_sshd.port)):
-        TunnelEngine(tunnel_from_params(lab.params("hk", known_hosts_file=str(empty), dynamic_forwards=["0"]))).start()
+        TunnelEngine(parse_declaration(lab.params("hk", known_hosts_file=str(empty), dynamic_forwards=["0"]))).start()
     with pytest.raises(HostKeyUnknown, match=str(lab.db_sshd.port)):
-        TunnelEngine(tunnel_from_params(lab.params("hk", via_db=True, known_hosts_file=str(empty), dynamic_forwards=["0"]))).start()
+        TunnelEngine(parse_declaration(lab.params("hk", via_db=True, known_hosts_file=str(empty), dynamic_forwards=["0"]))).start()
     refused = {}
     for hop, sshd in (("bastion", lab.bastion_sshd), ("db", lab.db_sshd)):
         sshd.regenerate_host_key()
         try:
             for policy in ("strict", "accept-new"):
                 with pytest.raises(HostKeyMismatch, match="CHANGED") as info:
-                    TunnelEngine(tunnel_from_params(lab.params("hk", via_db=True, host_key_checking=policy, dynamic_forwards=["0"]))).start()
+                    TunnelEngine(parse_declaration(lab.params("hk", via_db=True, host_key_checking=policy, dynamic_forwards=["0"]))).start()
                 refused[f"{hop}/{policy}"] = str(info.value)[:120]
         finally:
             sshd._write_known_hosts()  # the lab's clients trust the new key again
@@ -67,7 +67,7 @@ def test_unknown_and_changed_host_keys_are_refused_on_every_hop(lab: Lab, tmp_pa
 
 
 def test_strict_kex_is_negotiated_on_every_hop(lab: Lab) -> None:
-    engine = TunnelEngine(tunnel_from_params(lab.params("kex", via_db=True, dynamic_forwards=["0"])))
+    engine = TunnelEngine(parse_declaration(lab.params("kex", via_db=True, dynamic_forwards=["0"])))
     engine.start()
     try:
         transports = engine.chain.transports  # type: ignore[union-attr]
@@ -120,7 +120,7 @@ RPERM = {
 def _cell(lab: Lab, sshd: t.Any, echo: LoopbackServer, remote_port: int) -> tuple[str, str, str]:
     hop = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "private_key_file": str(sshd.client_key), "known_hosts_file": str(sshd.known_hosts)}
     params = dict(lab.params("policy"), **hop)
-    engine = TunnelEngine(tunnel_from_params(dict(params, local_forwards=[f"0:{lab.db}:{lab.db_echo_port}"])))
+    engine = TunnelEngine(parse_declaration(dict(params, local_forwards=[f"0:{lab.db}:{lab.db_echo_port}"])))
     engine.start()
     try:
         runtime = next(iter(engine.forwards.values()))
@@ -138,7 +138,7 @@ def _cell(lab: Lab, sshd: t.Any, echo: LoopbackServer, remote_port: int) -> tupl
         engine.stop(deadline=1)
     remote_error = ""
     try:
-        engine = TunnelEngine(tunnel_from_params(dict(params, remote_forwards=[f"127.0.0.1:{remote_port}:127.0.0.1:{echo.port}"])))
+        engine = TunnelEngine(parse_declaration(dict(params, remote_forwards=[f"127.0.0.1:{remote_port}:127.0.0.1:{echo.port}"])))
         engine.start()
     except ForwardRefused as exc:
         remote_error = str(exc)
@@ -189,7 +189,7 @@ def test_restricted_key_reaches_the_database_and_nothing_else(lab: Lab) -> None:
     hop = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "private_key_file": str(sshd.client_key), "known_hosts_file": str(sshd.known_hosts)}
     others = [f"{lab.db}:{lab.db_sshd.port}", f"{lab.db}:{lab.db_echo_port}", f"127.0.0.1:{sshd.port}", f"{lab.bastion}:{lab.bastion_sshd.port}"]
     forwards = [f"0:{lab.db}:{PG_PORT}"] + [f"0:{other}" for other in others]
-    engine = TunnelEngine(tunnel_from_params(dict(lab.params("restricted"), **hop, local_forwards=forwards)))
+    engine = TunnelEngine(parse_declaration(dict(lab.params("restricted"), **hop, local_forwards=forwards)))
     engine.start()
     try:
         runtimes = list(engine.forwards.values())

@@ -71,7 +71,7 @@ def in_netns(netns: str, func: t.Callable[..., t.Any], *args: t.Any, timeout: fl
             finally:
                 os.close(fd)
             result.append(func(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:  # handed to the caller
             errors.append(exc)
 
     thread = threading.Thread(target=body, daemon=True, name=f"netns-{netns}")

@@ -940,7 +940,7 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
     server_version = "burrow-sandbox"
     body = b""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:  # http.server naming
         if self.path.split("?", 1)[0] != "/":
             self.send_error(404)
             return
@@ -950,7 +950,7 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.body)
 
-    def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: t.Any) -> None:  # signature of the base class
         return
 
 

@@ -67,9 +67,10 @@ def import_stages() -> dict[str, dict[str, float]]:
 def spawn_helper(cfg: dict[str, t.Any]) -> int:
     """Runs in a child: import what the module imports, optionally change the poll, spawn the tunnels, print pids."""
     import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
-    from ansible_collections.burrow.ssh.plugins.module_utils import _daemon, _ssh
-    from ansible_collections.burrow.ssh.plugins.module_utils._control import spawn
-    from ansible_collections.burrow.ssh.plugins.module_utils._spec import tunnel_from_params
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import _ssh
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import daemon as _daemon
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
     if cfg["poll"] is not None:
         _ssh.BurrowTransport._active_check_timeout = float(cfg["poll"])
@@ -78,13 +79,13 @@ def spawn_helper(cfg: dict[str, t.Any]) -> int:
     pids = []
     for index in range(cfg["count"]):
         params = dict(cfg["params"], name=f"idle-{index:03d}", local_forwards=[f"127.0.0.1:0:127.0.0.1:{cfg['service_port']}"])
-        pids.append(int(spawn(tunnel_from_params(params), cfg["state_dir"])["pid"]))
+        pids.append(int(spawn(parse_declaration(params), cfg["state_dir"])["pid"]))
     print(json.dumps(pids), flush=True)
     return 0
 
 
 def _daemon_poll() -> float:
-    from ansible_collections.burrow.ssh.plugins.module_utils import _daemon
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import daemon as _daemon
 
     return float(_daemon.LIFETIME_POLL_INTERVAL)
 
@@ -100,7 +101,7 @@ def thread_sched(pid: int) -> list[tuple[int, int]]:
 
 
 def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, lifetime_poll: float | None = None) -> dict[str, t.Any]:
-    from ansible_collections.burrow.ssh.plugins.module_utils._control import list_handles
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import list_handles
 
     sshd, service = box.sshd, box.http
     state_dir = tempfile.mkdtemp(prefix="burrow-idle-")
@@ -138,7 +139,7 @@ def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, lifetim
             values = sorted(entry.get(key, 0.0) for entry in mems)
             return round(values[len(values) // 2], 1)
 
-        from ansible_collections.burrow.ssh.plugins.module_utils._ssh import BurrowTransport
+        from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import BurrowTransport
 
         return {
             "poll_s": poll if poll is not None else BurrowTransport._active_check_timeout,

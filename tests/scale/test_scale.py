@@ -46,7 +46,7 @@ from scale_helpers import (
     write_inventory,
 )
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
 
 HOSTS = env_int("BURROW_SCALE_HOSTS", 100, 1, 200)
 SITES = env_int("BURROW_SCALE_SITES", 4, 1, 8)

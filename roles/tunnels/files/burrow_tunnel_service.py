@@ -25,11 +25,12 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.burrow.ssh.plugins.module_utils import _daemon  # noqa: E402
-from ansible_collections.burrow.ssh.plugins.module_utils._module_args import NON_DECLARATION_OPTIONS, tunnel_from_module  # noqa: E402
-from ansible_collections.burrow.ssh.plugins.module_utils._paths import TunnelPaths, ensure_state_dir, process_start_time  # noqa: E402
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, Tunnel  # noqa: E402
-from ansible_collections.burrow.ssh.plugins.module_utils._ssh import HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR  # noqa: E402
+from ansible_collections.burrow.ssh.plugins.module_utils._module_args import NON_DECLARATION_OPTIONS, tunnel_from_module
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import daemon
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths, ensure_state_dir, process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR
 
 EXIT_START_FAILED = 1
 EXIT_BAD_DECLARATION = 2
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     read_fd, write_fd = os.pipe()
     relay = threading.Thread(target=_relay_reports, args=(read_fd,), name="burrow-reports", daemon=True)
     relay.start()
-    code = _daemon.serve(tunnel, paths, write_fd, None)
+    code = daemon.serve(tunnel, paths, write_fd, None)
     relay.join(timeout=2)
     return code
 

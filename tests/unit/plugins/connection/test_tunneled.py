@@ -17,11 +17,11 @@ from ansible import constants as C
 from ansible.errors import AnsibleAuthenticationFailure, AnsibleConnectionFailure, AnsibleFileNotFound, AnsibleOptionsError
 from ansible.playbook.play_context import PlayContext
 
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError
-from ansible_collections.burrow.ssh.plugins.plugin_utils import _broker_client as client
-from ansible_collections.burrow.ssh.plugins.plugin_utils import _session_broker as broker
-from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import KIND_EXIT, KIND_STDERR, KIND_STDOUT, BrokerError
-from ansible_collections.burrow.ssh.plugins.plugin_utils._connection_session import build_session
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError, TunnelError
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker import client
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker import server as broker
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import KIND_EXIT, KIND_STDERR, KIND_STDOUT
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import build_session
 from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import resolve_inventory_hops
 
 pytest.importorskip("paramiko")
@@ -74,7 +74,7 @@ def test_host_key_checking_accepts_ansible_booleans(connection: t.Any, value: st
 
 
 def test_bad_via_bad_checking_and_bad_forwards_are_spec_errors_naming_the_variable(connection: t.Any) -> None:
-    from ansible_collections.burrow.ssh.plugins.plugin_utils._connection_forwards import parse_declared
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import parse_connection_forwards
 
     connection.set_option("via", ["user@host;rm -rf /"])
     with pytest.raises(SpecError, match=r"burrow_via\[0\]"):
@@ -85,12 +85,12 @@ def test_bad_via_bad_checking_and_bad_forwards_are_spec_errors_naming_the_variab
         build_session(connection._session_options())
     connection.set_option("reverse_socks", ["1080:localhost:80"])
     with pytest.raises(SpecError, match="SOCKS listener"):
-        parse_declared(connection._forwards())
+        parse_connection_forwards(connection._forwards())
 
 
 def test_the_broker_s_invalid_option_is_an_option_error(connection: t.Any) -> None:
     with pytest.raises(AnsibleOptionsError, match=r"burrow.ssh.tunneled: burrow_via\[0\]: bad"):
-        connection._fail(BrokerError({"kind": "invalid_option", "message": "burrow_via[0]: bad"}), "connecting to")
+        connection._fail(TunnelError.from_dict({"kind": "invalid_option", "message": "burrow_via[0]: bad"}), "connecting to")
 
 
 class FakeHostVars(dict):
@@ -134,7 +134,7 @@ def test_inventory_jump_chain_loop_is_an_error() -> None:
 )
 def test_broker_errors_map_to_ansible_errors(connection: t.Any, kind: str, exception: type[Exception]) -> None:
     with pytest.raises(exception, match="the message. the advice"):
-        connection._fail(BrokerError({"kind": kind, "message": "the message", "advice": "the advice"}), "doing")
+        connection._fail(TunnelError.from_dict({"kind": kind, "message": "the message", "advice": "the advice"}), "doing")
 
 
 class FakeStream:

@@ -11,7 +11,7 @@ import time
 import pytest
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 
-from ansible_collections.burrow.ssh.plugins.module_utils._ssh import DequePipe
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import DequePipe
 
 
 @pytest.mark.parametrize("pipe_class", [BufferedPipe, DequePipe])

@@ -14,9 +14,10 @@ import typing as t
 from dataclasses import dataclass
 
 import pytest
+import socks_client
 
-from ansible_collections.burrow.ssh.plugins.module_utils import _socks
-from ansible_collections.burrow.ssh.plugins.module_utils._socks import SocksError, SocksRequest
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import socks as _socks
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.socks import SocksError, SocksRequest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -582,7 +583,7 @@ def test_client_connect_round_trip(pair: tuple[socket.socket, socket.socket], ca
     server, client = pair
     # The server greets right after its reply: the client helper must leave those bytes in the stream.
     with ServerThread(server, greeting=b"hello") as thread:
-        _socks.client_connect(client, host, 5432, version=version, credentials=client_creds, timeout=3)
+        socks_client.client_connect(client, host, 5432, version=version, credentials=client_creds, timeout=3)
         client.sendall(b"ping")
     assert thread.error is None
     assert thread.request is not None
@@ -597,7 +598,7 @@ def test_client_connect_with_credentials(pair: tuple[socket.socket, socket.socke
     """The client offers no-auth and username/password; the server picks what it requires."""
     server, client = pair
     with ServerThread(server, credentials=server_creds) as thread:
-        _socks.client_connect(client, "10.203.0.7", 22, credentials=CREDS, timeout=3)
+        socks_client.client_connect(client, "10.203.0.7", 22, credentials=CREDS, timeout=3)
     assert thread.error is None
     assert thread.request is not None
     assert thread.request.username == ("alice" if server_creds else None)
@@ -607,7 +608,7 @@ def test_client_connect_with_credentials(pair: tuple[socket.socket, socket.socke
 def test_client_connect_reports_the_refusal_code(pair: tuple[socket.socket, socket.socket], version: int, refusal: int, code: int) -> None:
     server, client = pair
     with ServerThread(server, refuse=refusal) as thread, pytest.raises(SocksError) as info:
-        _socks.client_connect(client, "127.0.0.1", 9, version=version, timeout=3)
+        socks_client.client_connect(client, "127.0.0.1", 9, version=version, timeout=3)
     assert thread.error is None
     assert info.value.code == code
     if version == 5:
@@ -619,7 +620,7 @@ def test_client_connect_reports_the_refusal_code(pair: tuple[socket.socket, sock
 def test_client_connect_wrong_password(pair: tuple[socket.socket, socket.socket]) -> None:
     server, client = pair
     with ServerThread(server, credentials=CREDS) as thread, pytest.raises(SocksError) as info:
-        _socks.client_connect(client, "127.0.0.1", 9, credentials=("alice", "nope"), timeout=3)
+        socks_client.client_connect(client, "127.0.0.1", 9, credentials=("alice", "nope"), timeout=3)
     assert info.value.code == 1
     assert info.value.reason == "SOCKS5 server rejected the username/password for user 'alice'"
     assert isinstance(thread.error, SocksError)
@@ -629,7 +630,7 @@ def test_client_connect_wrong_password(pair: tuple[socket.socket, socket.socket]
 def test_client_connect_without_credentials_to_auth_server(pair: tuple[socket.socket, socket.socket]) -> None:
     server, client = pair
     with ServerThread(server, credentials=CREDS) as thread, pytest.raises(SocksError) as info:
-        _socks.client_connect(client, "127.0.0.1", 9, timeout=3)
+        socks_client.client_connect(client, "127.0.0.1", 9, timeout=3)
     assert info.value.code == 0xFF
     assert "accepted none of the offered authentication methods" in info.value.reason
     assert isinstance(thread.error, SocksError)
@@ -638,7 +639,7 @@ def test_client_connect_without_credentials_to_auth_server(pair: tuple[socket.so
 def test_client_connect_socks4_to_auth_server(pair: tuple[socket.socket, socket.socket]) -> None:
     server, client = pair
     with ServerThread(server, credentials=CREDS) as thread, pytest.raises(SocksError) as info:
-        _socks.client_connect(client, "127.0.0.1", 9, version=4, credentials=CREDS, timeout=3)
+        socks_client.client_connect(client, "127.0.0.1", 9, version=4, credentials=CREDS, timeout=3)
     assert info.value.code == 0x5B
     assert isinstance(thread.error, SocksError)
     assert thread.error.reason.startswith("SOCKS4 cannot authenticate")
@@ -648,7 +649,7 @@ def test_client_connect_server_closes(pair: tuple[socket.socket, socket.socket])
     server, client = pair
     server.shutdown(socket.SHUT_WR)
     with pytest.raises(SocksError) as info:
-        _socks.client_connect(client, "127.0.0.1", 9, timeout=3)
+        socks_client.client_connect(client, "127.0.0.1", 9, timeout=3)
     assert info.value.reason == "server closed the connection before sending anything"
     assert server.recv(16) == b"\x05\x01\x00"
 
@@ -657,7 +658,7 @@ def test_client_connect_silent_server_times_out(pair: tuple[socket.socket, socke
     _server, client = pair
     started = time.monotonic()
     with pytest.raises(SocksError, match=r"^server sent no complete SOCKS5 method selection reply within 0.2 s$"):
-        _socks.client_connect(client, "127.0.0.1", 9, timeout=0.2)
+        socks_client.client_connect(client, "127.0.0.1", 9, timeout=0.2)
     assert time.monotonic() - started < 2
     assert client.gettimeout() == 5
 
@@ -677,7 +678,7 @@ def test_client_connect_silent_server_times_out(pair: tuple[socket.socket, socke
 def test_client_connect_rejects_what_socks_cannot_carry(pair: tuple[socket.socket, socket.socket], host: str, port: int, version: int, message: str) -> None:
     server, client = pair
     with pytest.raises(ValueError, match=message):
-        _socks.client_connect(client, host, port, version=version)
+        socks_client.client_connect(client, host, port, version=version)
     assert read_all(server) == b""
 
 
@@ -696,7 +697,7 @@ def test_over_loopback_tcp_with_pipelined_payload() -> None:
         accepted.append(conn)
         conn.settimeout(5)
         with ServerThread(conn, credentials=CREDS, greeting=b"banner\n") as thread:
-            _socks.client_connect(client, "db.internal", 5432, credentials=CREDS, timeout=3)
+            socks_client.client_connect(client, "db.internal", 5432, credentials=CREDS, timeout=3)
             assert client.recv(7) == b"banner\n"
         assert thread.request is not None
         assert (thread.request.host, thread.request.port, thread.request.username) == ("db.internal", 5432, "alice")

@@ -11,24 +11,17 @@ import typing as t
 
 import pytest
 
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import (
-    Endpoint,
-    Forward,
-    Hop,
-    SpecError,
-    Tunnel,
-    is_loopback,
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import (
     parse_dynamic_forward,
     parse_hop,
     parse_jump_list,
     parse_local_forward,
     parse_remote_forward,
-    tunnel_from_params,
-    validate_host,
-    validate_name,
-    validate_port,
-    validate_user,
 )
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward, Hop, Tunnel
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import is_loopback, validate_host, validate_name, validate_port, validate_user
 
 SECRETS = ("hunter2-password", "passphrase-xyz", "-----BEGIN OPENSSH PRIVATE KEY-----secretkeybody", "socks-secret-pw")
 FINGERPRINT = "SHA256:" + "A" * 42 + "E"
@@ -677,8 +670,8 @@ def test_jump_list_errors(text: str, field: str) -> None:
 # -- the whole declaration -------------------------------------------------------------------------
 
 
-def test_tunnel_from_params_full() -> None:
-    tunnel = tunnel_from_params(
+def test_parse_declaration_full() -> None:
+    tunnel = parse_declaration(
         base(
             host="alice@target.example:2200",
             via=["u1@j1:2221", {"host": "j2", "port": 2222, "user": "u2", "host_key_checking": "accept-new"}],
@@ -696,7 +689,8 @@ def test_tunnel_from_params_full() -> None:
             allow_non_loopback_bind=False,
             drain_timeout=3,
             state_dir="/tmp/x",
-        )
+        ),
+        ignore=("state", "allow_non_loopback_bind", "drain_timeout", "state_dir"),
     )
     assert isinstance(tunnel, Tunnel)
     assert [hop.label() for hop in tunnel.hops] == ["u1@j1:2221", "u2@j2:2222", "alice@target.example:2200"]
@@ -708,7 +702,7 @@ def test_tunnel_from_params_full() -> None:
 
 
 def test_tunnel_defaults() -> None:
-    tunnel = tunnel_from_params({"name": "t", "host": "h", "port": None, "via": None, "ttl": None})
+    tunnel = parse_declaration({"name": "t", "host": "h", "port": None, "via": None, "ttl": None})
     assert tunnel.hops == (Hop("h"),)
     assert tunnel.forwards == ()
     assert (tunnel.keepalive_interval, tunnel.keepalive_count_max, tunnel.connect_timeout) == (5, 3, 10)
@@ -716,14 +710,14 @@ def test_tunnel_defaults() -> None:
 
 
 def test_target_port_user_and_fingerprint() -> None:
-    tunnel = tunnel_from_params(base(host="target", port="2200", user="bob", via="j1", host_key_fingerprint=FINGERPRINT))
+    tunnel = parse_declaration(base(host="target", port="2200", user="bob", via="j1", host_key_fingerprint=FINGERPRINT))
     jump, target = tunnel.hops
     assert target.label() == "bob@target:2200"
     assert target.host_key_fingerprint == FINGERPRINT
     # user is the default of every hop; a fingerprint pins one host's key, so only the target's.
     assert jump.label() == "bob@j1:22"
     assert jump.host_key_fingerprint is None
-    assert tunnel_from_params(base(host="bob@target:2200", port=2200, user="bob")).hops[-1].label() == "bob@target:2200"
+    assert parse_declaration(base(host="bob@target:2200", port=2200, user="bob")).hops[-1].label() == "bob@target:2200"
 
 
 @pytest.mark.parametrize(
@@ -762,7 +756,7 @@ def test_target_port_user_and_fingerprint() -> None:
     ],
 )
 def test_tunnel_errors(params: dict[str, t.Any], field: str) -> None:
-    expect_error(field, tunnel_from_params, params)
+    expect_error(field, parse_declaration, params)
 
 
 @pytest.mark.parametrize(
@@ -776,12 +770,12 @@ def test_tunnel_errors(params: dict[str, t.Any], field: str) -> None:
     ],
 )
 def test_hop_loops(params: dict[str, t.Any], field: str) -> None:
-    error = expect_error(field, tunnel_from_params, base(**params))
+    error = expect_error(field, parse_declaration, base(**params))
     assert "twice" in str(error)
 
 
 def test_same_host_different_ports_is_no_loop() -> None:
-    assert len(tunnel_from_params(base(via=["bastion.example.com:2222"])).hops) == 2
+    assert len(parse_declaration(base(via=["bastion.example.com:2222"])).hops) == 2
 
 
 @pytest.mark.parametrize(
@@ -800,7 +794,7 @@ def test_same_host_different_ports_is_no_loop() -> None:
     ],
 )
 def test_duplicate_listeners(forwards: dict[str, t.Any], field: str) -> None:
-    error = expect_error(field, tunnel_from_params, base(**forwards))
+    error = expect_error(field, parse_declaration, base(**forwards))
     assert "same address" in str(error)
 
 
@@ -815,7 +809,7 @@ def test_duplicate_listeners(forwards: dict[str, t.Any], field: str) -> None:
     ],
 )
 def test_distinct_listeners(forwards: dict[str, t.Any]) -> None:
-    assert len(tunnel_from_params(base(**forwards)).forwards) == sum(len(v) for v in forwards.values())
+    assert len(parse_declaration(base(**forwards)).forwards) == sum(len(v) for v in forwards.values())
 
 
 # -- identity, digest, secrets ---------------------------------------------------------------------
@@ -831,7 +825,7 @@ def secret_params() -> dict[str, t.Any]:
 
 
 def test_secrets_absent_everywhere() -> None:
-    tunnel = tunnel_from_params(secret_params())
+    tunnel = parse_declaration(secret_params())
     texts = [repr(tunnel), json.dumps(tunnel.identity()), json.dumps(tunnel.public_dict()), tunnel.digest()]
     texts += [forward.key() for forward in tunnel.forwards] + [repr(forward) for forward in tunnel.forwards]
     texts += [hop.label() for hop in tunnel.hops]
@@ -844,8 +838,8 @@ def test_secrets_absent_everywhere() -> None:
 
 
 def test_identity_excludes_forwards_and_is_json_safe() -> None:
-    one = tunnel_from_params(base())
-    two = tunnel_from_params(base(local_forwards=["9999:other:1"], dynamic_forwards=["1080"]))
+    one = parse_declaration(base())
+    two = parse_declaration(base(local_forwards=["9999:other:1"], dynamic_forwards=["1080"]))
     assert one.identity() == two.identity()
     assert one.digest() == two.digest()
     assert "forwards" not in one.identity()
@@ -875,7 +869,7 @@ def test_identity_excludes_forwards_and_is_json_safe() -> None:
     ],
 )
 def test_digest_changes_with_identity(change: dict[str, t.Any]) -> None:
-    assert tunnel_from_params(base()).digest() != tunnel_from_params(base(**change)).digest()
+    assert parse_declaration(base()).digest() != parse_declaration(base(**change)).digest()
 
 
 def test_digest_stable_across_dict_ordering() -> None:
@@ -883,17 +877,17 @@ def test_digest_stable_across_dict_ordering() -> None:
     params.update(keepalive_interval=9, via=[{"password": SECRETS[0], "port": 2222, "host": "j1", "user": "u"}])
     reordered = dict(reversed(list(params.items())))
     reordered["via"] = [dict(reversed(list(params["via"][0].items())))]
-    first, second = tunnel_from_params(params), tunnel_from_params(reordered)
+    first, second = parse_declaration(params), parse_declaration(reordered)
     assert first.digest() == second.digest()
     assert first == second
     assert len(first.digest()) == 64
-    assert first.digest() == tunnel_from_params(params).digest()
+    assert first.digest() == parse_declaration(params).digest()
 
 
 def test_digest_ignores_secret_values() -> None:
     # Secrets are not part of the identity: only whether one is set (has_password) is.
-    one = tunnel_from_params(base(password="first"))
-    two = tunnel_from_params(base(password="second"))
+    one = parse_declaration(base(password="first"))
+    two = parse_declaration(base(password="second"))
     assert one.digest() == two.digest()
 
 

@@ -117,7 +117,7 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
                 finished.wait(CLOSE_POLL_INTERVAL)
             if not finished.is_set():
                 _abort(client)
-        except Exception:  # noqa: BLE001 - any failure of one connection ends only that connection
+        except Exception:  # any failure of one connection ends only that connection
             state["broken"] = True
             _abort(client)
             _abort(channel)
@@ -137,7 +137,7 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
             channel.sendall(data)
             sent += len(data)
         _half_close(channel)
-    except Exception:  # noqa: BLE001 - e.g. RST from the client: end this connection only
+    except Exception:  # e.g. RST from the client: end this connection only
         state["broken"] = True
         _abort(channel)
         _abort(client)

@@ -31,6 +31,11 @@ def default_state_dir() -> str:
     return os.path.expanduser("~/.ansible/burrow")
 
 
+def resolve_state_dir(configured: str | None) -> str:
+    """The state_dir option when given, else this user's default."""
+    return configured or default_state_dir()
+
+
 def ensure_state_dir(path: str) -> str:
     path = os.path.abspath(os.path.expanduser(path))
     os.makedirs(path, mode=0o700, exist_ok=True)

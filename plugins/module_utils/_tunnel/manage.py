@@ -13,9 +13,11 @@ import dataclasses
 import json
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._control import TunnelHandle, list_handles, spawn
-from ansible_collections.burrow.ssh.plugins.module_utils._paths import boot_id, default_state_dir, process_start_time
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError, Tunnel
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import boot_id, process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
 
 
 @dataclasses.dataclass
@@ -24,7 +26,6 @@ class Outcome:
     action: str  # created | unchanged | updated | repaired | replaced | restarted | removed | absent
     report: dict[str, t.Any]
     diff: dict[str, str] | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def _forward_keys(forwards: t.Iterable[dict[str, t.Any]]) -> list[str]:
@@ -125,10 +126,6 @@ def ensure_absent(name: str, state_dir: str, *, check_mode: bool, drain_timeout:
         for handle in present:
             handle.stop(deadline=drain_timeout)
     return Outcome(True, "removed", {"name": name, "status": "absent", "removed": [handle.name for handle in present]}, diff)
-
-
-def resolve_state_dir(configured: str | None) -> str:
-    return configured or default_state_dir()
 
 
 def owner_for(params: dict[str, t.Any]) -> dict[str, t.Any] | None:

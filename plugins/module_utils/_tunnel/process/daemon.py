@@ -25,20 +25,15 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import TunnelError
-from ansible_collections.burrow.ssh.plugins.module_utils._paths import TunnelPaths, process_start_time, write_private_file
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import (
-    SpecError,
-    Tunnel,
-    parse_dynamic_forward,
-    parse_local_forward,
-    parse_remote_forward,
-)
-from ansible_collections.burrow.ssh.plugins.module_utils._ssh import use_deque_pipes
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths, process_start_time, write_private_file
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import module_forward_lists
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import use_deque_pipes
 
 LOG_MAX_BYTES = 1024 * 1024
-MAX_REQUEST_BYTES = 1024 * 1024
 # How often the main loop wakes: often enough that a play-scoped tunnel ends within about two seconds of
 # ansible-playbook, rarely enough that 100 idle tunnels stay far below 5 % of a core (docs/scale.md).
 # Stop requests do not wait for it: they set the event the loop sleeps on.
@@ -103,20 +98,15 @@ class ControlServer:
         with conn:
             conn.settimeout(30)
             try:
-                line = read_line(conn)
+                line = protocol.read_line(conn)
                 request = json.loads(line)
                 response = self._dispatch(request)
             except TunnelError as exc:
-                response = {"ok": False, "error": exc.to_dict()}
-            except SpecError as exc:
-                response = {"ok": False, "error": {"kind": "spec_error", "message": str(exc), "advice": "", "hop": "", "permanent": True}}
+                response = protocol.failure(exc)
             except (ValueError, OSError) as exc:
-                response = {
-                    "ok": False,
-                    "error": {"kind": "control_error", "message": f"bad control request: {exc}", "advice": "", "hop": "", "permanent": True},
-                }
+                response = protocol.failure(ControlError(f"bad control request: {exc}"))
             with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(response).encode() + b"\n")
+                conn.sendall(protocol.encode(response))
 
     def _dispatch(self, request: dict[str, t.Any]) -> dict[str, t.Any]:
         op = request.get("op")
@@ -125,14 +115,7 @@ class ControlServer:
         if op == "probe":
             return {"ok": True, "status": self.engine.status(), "probe": self.engine.probe()}
         if op == "apply":
-            forwards = []
-            for index, value in enumerate(request.get("local_forwards") or []):
-                forwards.append(parse_local_forward(value, f"local_forwards[{index}]"))
-            for index, value in enumerate(request.get("remote_forwards") or []):
-                forwards.append(parse_remote_forward(value, f"remote_forwards[{index}]"))
-            for index, value in enumerate(request.get("dynamic_forwards") or []):
-                forwards.append(parse_dynamic_forward(value, f"dynamic_forwards[{index}]"))
-            delta = self.engine.apply(forwards)
+            delta = self.engine.apply(module_forward_lists(request))
             return {"ok": True, "delta": delta, "status": self.engine.status()}
         if op == "stop":
             self.stop_deadline[0] = float(request.get("deadline", 10))
@@ -145,19 +128,6 @@ class ControlServer:
             self.sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
-
-
-def read_line(conn: socket.socket) -> bytes:
-    """One JSON line of the control protocol (both ends use it); bounded."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError("request too large")
-    return data
 
 
 def _owner_alive(owner: dict[str, t.Any] | None) -> bool:
@@ -204,11 +174,11 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
         engine.start()
     except TunnelError as exc:
         log.error("start failed: %s", exc)
-        report({"ok": False, "error": exc.to_dict()})
+        report(protocol.failure(exc))
         return 1
-    except Exception as exc:  # noqa: BLE001 - reported to the module instead of dying silently
+    except Exception as exc:  # reported to the module instead of dying silently
         log.exception("start failed")
-        report({"ok": False, "error": {"kind": "error", "message": f"{type(exc).__name__}: {exc}", "advice": "", "hop": "", "permanent": True}})
+        report(protocol.failure(exc))
         return 1
     server = ControlServer(paths.socket, engine, stop_requested, stop_deadline)
     state = {

@@ -2,19 +2,16 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
-# Do not use this from other collections or standalone plugins/modules!
+"""JSON Schema (draft 2020-12) of a burrow.ssh.tunnel declaration: a published document for editors and docs.
 
-"""JSON Schema (draft 2020-12) of a burrow.ssh.tunnel declaration, and a validator with readable errors.
-
-The schema is a first, controller-side gate with precise paths (``via[0].host``); ``_spec`` parses the
-OpenSSH syntax of the strings and checks what a schema cannot (listener clashes, hop loops, path lengths).
-``docs/tunnel.schema.json`` is generated from ``TUNNEL_SCHEMA`` by ``scripts/gen_schema.py``.
+It is not a gate: the declaration grammar in plugins/module_utils/_tunnel/spec validates every declaration (in the
+action plugin, the module and the tunnel process). tests/unit/plugins/module_utils/test_schema.py holds the two
+to the same verdict on a corpus of valid and hostile declarations. ``docs/tunnel.schema.json`` is written from
+``TUNNEL_SCHEMA`` by ``scripts/gen_schema.py``; not shipped in the collection.
 """
 
 from __future__ import annotations
 
-import re
 import typing as t
 
 SCHEMA_ID = "urn:burrow.ssh:schema:tunnel"
@@ -45,21 +42,6 @@ FINGERPRINT_PATTERN = r"^(SHA256|sha256):[A-Za-z0-9+/]{43}=?$"
 FINGERPRINT_HINT = "an OpenSSH fingerprint SHA256:<43 base64 characters>"
 DIGITS_PATTERN = r"^[0-9]{1,5}$"
 DIGITS_HINT = "digits only"
-
-PATTERN_HINTS = {
-    HOST_PATTERN: HOST_HINT,
-    BRACKETED_HOST_PATTERN: HOST_HINT,
-    LISTEN_HOST_PATTERN: LISTEN_HOST_HINT,
-    USER_PATTERN: USER_HINT,
-    HOP_STRING_PATTERN: HOP_STRING_HINT,
-    JUMP_LIST_PATTERN: JUMP_LIST_HINT,
-    FORWARD_STRING_PATTERN: FORWARD_STRING_HINT,
-    PATH_PATTERN: PATH_HINT,
-    FILE_PATTERN: FILE_HINT,
-    NAME_PATTERN: NAME_HINT,
-    FINGERPRINT_PATTERN: FINGERPRINT_HINT,
-    DIGITS_PATTERN: DIGITS_HINT,
-}
 
 
 def _port(minimum: int) -> dict[str, t.Any]:
@@ -189,125 +171,3 @@ TUNNEL_SCHEMA: dict[str, t.Any] = {
 }
 
 # Reading a oneOf failure: the branch that matches the value's JSON type is the one the user meant.
-_JSON_TYPES = (("boolean", bool), ("integer", int), ("number", float), ("string", str), ("array", (list, tuple)), ("object", dict), ("null", type(None)))
-_SECRET_NAMES = ("password", "passphrase", "private_key", "secret", "token")
-
-
-def _json_type(value: object) -> str:
-    for name, kind in _JSON_TYPES:
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
-
-
-def _format_path(path: t.Iterable[t.Any]) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(declaration)"
-
-
-def _is_secret(path: t.Sequence[t.Any]) -> bool:
-    return bool(path) and isinstance(path[-1], str) and any(word in path[-1] for word in _SECRET_NAMES) and not path[-1].endswith("_file")
-
-
-def _branch_type(schema: dict[str, t.Any], root: dict[str, t.Any]) -> str | None:
-    if "$ref" in schema:
-        target: t.Any = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        return _branch_type(target, root)
-    kind = schema.get("type")
-    return kind if isinstance(kind, str) else None
-
-
-def _leaves(error: t.Any) -> list[t.Any]:
-    """Replace a oneOf/anyOf failure by the errors of the branch that fits the value's type."""
-    if error.validator not in ("oneOf", "anyOf") or not error.context:
-        return [error]
-    kind = _json_type(error.instance)
-    branches = error.validator_value
-    wanted = {index for index, branch in enumerate(branches) if _branch_type(branch, TUNNEL_SCHEMA) in (kind, "number" if kind == "integer" else kind)}
-    if not wanted:
-        return [error]
-    chosen = [sub for sub in error.context if sub.relative_schema_path and sub.relative_schema_path[0] in wanted]
-    leaves: list[t.Any] = []
-    for sub in chosen:
-        leaves.extend(_leaves(sub))
-    return leaves or [error]
-
-
-class _Shown(str):
-    """A placeholder printed without quotes."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _message(error: t.Any) -> str:
-    path = list(error.absolute_path)
-    value = _Shown("<hidden>") if _is_secret(path) else error.instance
-    validator = error.validator
-    if validator == "pattern":
-        return f"{value!r} does not match {PATTERN_HINTS.get(error.validator_value, 'the pattern ' + repr(error.validator_value))}"
-    if validator == "maximum":
-        return f"{value!r} is greater than {error.validator_value}"
-    if validator == "minimum":
-        return f"{value!r} is less than {error.validator_value}"
-    if validator == "type":
-        return f"{value!r} is not of type {error.validator_value}"
-    if validator == "enum":
-        return f"{value!r} is not one of {', '.join(str(item) for item in error.validator_value)}"
-    if validator == "const":
-        return f"{value!r} must be {error.validator_value!r}"
-    if validator == "not":
-        return f"{value!r} is not allowed here (name '*' only with state=absent)"
-    if validator == "required":
-        return error.message.replace("is a required property", "is required")
-    if validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(str(key) for key in error.instance if key not in error.schema.get("properties", {}))
-        return f"unknown key(s) {', '.join(repr(key) for key in extra)} (known: {', '.join(allowed)})"
-    if validator in ("oneOf", "anyOf"):
-        kinds = [_branch_type(branch, TUNNEL_SCHEMA) or "another form" for branch in error.validator_value]
-        return f"{value!r} is not of type {' or '.join(kinds)}"
-    if validator in ("minLength", "maxLength"):
-        return f"{value!r} has a length outside the allowed range ({validator} {error.validator_value})"
-    return error.message if not _is_secret(path) else f"invalid value ({validator})"
-
-
-def _strict_validator(jsonschema: t.Any) -> t.Any:
-    """Draft 2020-12, except that a pattern's final '$' does not let a trailing newline through (Python's re does, ECMA-262 does not)."""
-
-    def pattern(validator: t.Any, value: str, instance: t.Any, schema: dict[str, t.Any]) -> t.Iterator[t.Any]:
-        if not validator.is_type(instance, "string"):
-            return
-        strict = value[:-1] + r"\Z" if value.endswith("$") and not value.endswith(r"\$") else value
-        if not re.search(strict, instance):
-            yield jsonschema.ValidationError(f"{instance!r} does not match {value!r}")
-
-    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
-
-
-def validate_with_jsonschema(params: dict[str, t.Any]) -> list[str]:
-    """Errors as ``path: message``; an empty list when the declaration fits (or jsonschema is not installed)."""
-    try:
-        import jsonschema
-    except ImportError:
-        return []
-    validator = _strict_validator(jsonschema)(TUNNEL_SCHEMA)
-    messages: list[str] = []
-    for error in sorted(validator.iter_errors(dict(params)), key=lambda item: [str(part) for part in item.absolute_path]):
-        for leaf in _leaves(error):
-            path = list(leaf.absolute_path)
-            if leaf.validator == "required":
-                path.append(leaf.message.split("'")[1] if "'" in leaf.message else "")
-                text = f"{_format_path(path)}: is required"
-            else:
-                text = f"{_format_path(path)}: {_message(leaf)}"
-            if text not in messages:
-                messages.append(text)
-    return messages

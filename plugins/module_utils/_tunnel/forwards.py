@@ -5,10 +5,7 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""One tunnel at run time: its SSH connection, its forwards, liveness and reconnection.
-
-Usable in-process (tests, the connection plugin) and inside the detached tunnel process (_daemon.py).
-"""
+"""The forwards of a tunnel on a hop chain: what each one listens on, and the channels it opens or accepts."""
 
 from __future__ import annotations
 
@@ -21,8 +18,8 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils import _socks
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import socks
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     SSHD_FORWARDING_HINT,
     ConnectionLost,
     ForwardRefused,
@@ -30,29 +27,13 @@ from ansible_collections.burrow.ssh.plugins.module_utils._errors import (
     PortInUse,
     TunnelError,
 )
-from ansible_collections.burrow.ssh.plugins.module_utils._relay import (
-    Counters,
-    Listener,
-    bind_tcp,
-    bind_unix,
-    configure_threads,
-    relay,
-    start_thread,
-    tune_socket,
-)
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import Endpoint, Forward, Tunnel, is_loopback
-from ansible_collections.burrow.ssh.plugins.module_utils._ssh import OPEN_FAILURE_REASONS, Chain, open_chain
-
-try:
-    import paramiko
-
-    HAS_PARAMIKO = True
-except ImportError:  # pragma: no cover
-    HAS_PARAMIKO = False
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import Counters, Listener, bind_tcp, bind_unix, relay, start_thread, tune_socket
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import is_loopback
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import OPEN_FAILURE_REASONS, paramiko
 
 LOG = logging.getLogger("burrow.tunnel")
-BACKOFF_INITIAL = 1.0
-BACKOFF_MAX = 30.0
 SOCKS_HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -86,18 +67,18 @@ def describe_holder(port: int) -> str:
 def _socks_refusal_code(error: TunnelError) -> int:
     """The SOCKS reply for a channel the server would not open: policy, a lost connection, or the destination."""
     if isinstance(error, ForwardRefused):
-        return _socks.REPLY_NOT_ALLOWED
+        return socks.REPLY_NOT_ALLOWED
     if isinstance(error, ConnectionLost):
-        return _socks.REPLY_GENERAL_FAILURE
-    return _socks.REPLY_CONNECTION_REFUSED
+        return socks.REPLY_GENERAL_FAILURE
+    return socks.REPLY_CONNECTION_REFUSED
 
 
 class ForwardRuntime:
     """One declared forward and what it is actually bound to."""
 
-    def __init__(self, forward: Forward, engine: TunnelEngine) -> None:
+    def __init__(self, forward: Forward, owner: ForwardSet) -> None:
         self.forward = forward
-        self.engine = engine
+        self.owner = owner
         self.counters = Counters()
         self.listener: Listener | None = None
         self.bound: Endpoint | None = None
@@ -151,7 +132,7 @@ class ForwardRuntime:
             self.counters.closed(0, 0)
             return
         try:
-            channel = self.engine.open_channel(destination, self._opener_origin(client))
+            channel = self.owner.open_channel(destination, self._opener_origin(client))
         except TunnelError as exc:
             self.counters.failed(str(exc))
             LOG.warning("%s: %s", self.key, exc)
@@ -169,25 +150,25 @@ class ForwardRuntime:
         self.counters.opened()
         try:
             client.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
-            request = _socks.negotiate(client, credentials=self._socks_credentials())
+            request = socks.negotiate(client, credentials=self._socks_credentials())
             client.settimeout(None)
-        except (_socks.SocksError, OSError) as exc:
+        except (socks.SocksError, OSError) as exc:
             self.counters.failed(f"SOCKS: {getattr(exc, 'reason', exc)}")
             client.close()
             self.counters.closed(0, 0)
             return
         try:
-            channel = self.engine.open_channel(Endpoint(host=request.host, port=request.port), self._opener_origin(client))
+            channel = self.owner.open_channel(Endpoint(host=request.host, port=request.port), self._opener_origin(client))
         except TunnelError as exc:
             code = _socks_refusal_code(exc)
             with contextlib.suppress(OSError):
-                _socks.reply_failure(client, request, code)
+                socks.reply_failure(client, request, code)
             self.counters.failed(str(exc))
             client.close()
             self.counters.closed(0, 0)
             return
         try:
-            _socks.reply_success(client, request)
+            socks.reply_success(client, request)
         except OSError as exc:
             self.counters.failed(f"SOCKS reply: {exc}")
             channel.close()
@@ -206,12 +187,12 @@ class ForwardRuntime:
         if requested_port == 0 and self.bound is not None and self.bound.port:
             requested_port = int(self.bound.port)
         host = listen.host if listen.host is not None else ""
-        answered, response = transport.request("tcpip-forward", (host, requested_port), timeout=self.engine.tunnel.connect_timeout)
+        answered, response = transport.request("tcpip-forward", (host, requested_port), timeout=self.owner.connect_timeout)
         if not answered:
-            raise ConnectionLost(f"{self.engine.target_label}: no answer to the remote forward request for {self.key}")
+            raise ConnectionLost(f"{self.owner.target_label}: no answer to the remote forward request for {self.key}")
         if response is None:
             raise ForwardRefused(
-                f"server {self.engine.target_label} refused remote forward {self.key} (listen {host or '*'}:{requested_port})",
+                f"server {self.owner.target_label} refused remote forward {self.key} (listen {host or '*'}:{requested_port})",
                 advice="the server's AllowTcpForwarding must be yes or remote, PermitListen must allow the address and port, and "
                 "DisableForwarding must be off; or the port is already in use on the server (for instance still held by a previous "
                 f"session until sshd's ClientAliveInterval evicts it). {SSHD_FORWARDING_HINT}",
@@ -226,13 +207,13 @@ class ForwardRuntime:
 
     def _check_remote_bind(self, transport: t.Any, host: str, port: int) -> str:
         """sshd silently binds loopback when GatewayPorts is no: connect from the server to the asked address to see."""
-        probe_done = self.engine.expect_probe(port)
+        probe_done = self.owner.expect_probe(port)
         try:
             channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=5)
         except (paramiko.ChannelException, paramiko.SSHException):
-            self.engine.cancel_probe(port)
+            self.owner.cancel_probe(port)
             message = (
-                f"server {self.engine.target_label} bound remote forward {self.key} to loopback, not {host}: sshd's GatewayPorts is 'no'; "
+                f"server {self.owner.target_label} bound remote forward {self.key} to loopback, not {host}: sshd's GatewayPorts is 'no'; "
                 f"set GatewayPorts clientspecified ({SSHD_FORWARDING_HINT})"
             )
             self.warnings.append(message)
@@ -249,7 +230,7 @@ class ForwardRuntime:
         try:
             if destination is None:
                 channel.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
-                request = _socks.negotiate(channel, credentials=self._socks_credentials())
+                request = socks.negotiate(channel, credentials=self._socks_credentials())
                 channel.settimeout(None)
                 target = Endpoint(host=request.host, port=request.port)
             else:
@@ -258,21 +239,21 @@ class ForwardRuntime:
             try:
                 if target.is_unix():
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(self.engine.tunnel.connect_timeout)
+                    sock.settimeout(self.owner.connect_timeout)
                     sock.connect(str(target.path))
                 else:
-                    sock = socket.create_connection((str(target.host), int(target.port or 0)), timeout=self.engine.tunnel.connect_timeout)
+                    sock = socket.create_connection((str(target.host), int(target.port or 0)), timeout=self.owner.connect_timeout)
                     tune_socket(sock)
                 sock.settimeout(None)
             except OSError as exc:
                 if request is not None:
                     with contextlib.suppress(Exception):
-                        _socks.reply_failure(channel, request, _socks.REPLY_CONNECTION_REFUSED)
+                        socks.reply_failure(channel, request, socks.REPLY_CONNECTION_REFUSED)
                 raise TunnelError(f"{self.key}: cannot connect to {target}: {exc.strerror or exc}") from exc
             if request is not None:
-                _socks.reply_success(channel, request)
+                socks.reply_success(channel, request)
                 leftover = request.leftover
-        except (TunnelError, _socks.SocksError, OSError) as exc:
+        except (TunnelError, socks.SocksError, OSError) as exc:
             self.counters.failed(str(getattr(exc, "reason", exc)))
             LOG.warning("%s", exc)
             channel.close()
@@ -313,105 +294,124 @@ class ForwardRuntime:
         return data
 
 
-class TunnelEngine:
-    """The running tunnel: connect, bind every forward (all or nothing), watch liveness, reconnect."""
+class ForwardSet:
+    """Forwards on one hop chain: listeners, remote listeners, SOCKS and their relays, all or nothing.
 
-    def __init__(self, tunnel: Tunnel) -> None:
-        if not HAS_PARAMIKO:
-            raise NotSupported("paramiko is not installed", advice="install paramiko >= 3.4 where the tunnel runs")
-        configure_threads()
-        self.tunnel = tunnel
+    The chain may be owned by someone else: the tunnel engine attaches its own (and a new one after each reconnect),
+    the connection plugin's broker attaches the chain of a host's session. Liveness and reconnection belong to the
+    owner of the chain; a detached set keeps its local listeners and refuses new channels until it is attached again.
+    """
+
+    def __init__(self, target_label: str, connect_timeout: float) -> None:
+        self.target_label = target_label
+        self.connect_timeout = float(connect_timeout)
         self.chain: Chain | None = None
         self.forwards: dict[str, ForwardRuntime] = {}
-        self.state = "starting"
-        self.reconnects = 0
-        self.last_error: TunnelError | None = None
-        self.warnings: list[str] = []
-        self.started_at = time.time()
-        self.connected_at = 0.0
         self.connected = threading.Event()
-        self.stopping = threading.Event()
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._probes: dict[int, threading.Event] = {}
-        self._supervisor: threading.Thread | None = None
 
-    @property
-    def target_label(self) -> str:
-        return self.tunnel.hops[-1].label()
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Connect and establish every forward; on any failure nothing is left bound. Raises TunnelError."""
-        try:
-            self._connect()
-            for forward in self.tunnel.forwards:
-                self._add_forward(forward)
-        except BaseException:
-            self._teardown()
-            raise
-        self.state = "up"
-        self._supervisor = start_thread(self._supervise, name="burrow-supervisor")
-
-    def _connect(self) -> None:
-        chain, warnings = open_chain(self.tunnel.hops, connect_timeout=self.tunnel.connect_timeout)
-        target = chain.target
-        target._tcp_handler = self._dispatch_remote
-        with self._lock:
+    # -- the chain ----------------------------------------------------------------------------------
+    def attach(self, chain: Chain) -> None:
+        """Carry the forwards on ``chain``: remote-forward channels of its target are dispatched here."""
+        chain.target._tcp_handler = self._dispatch_remote
+        with self.lock:
             self.chain = chain
-            self.warnings = warnings
-            self.connected_at = time.time()
         self.connected.set()
-        LOG.info("connected to %s through %d hop(s)", self.target_label, len(chain.transports) - 1)
 
-    def _add_forward(self, forward: Forward) -> ForwardRuntime:
-        runtime = ForwardRuntime(forward, self)
-        if forward.kind == "remote":
-            runtime.request_remote(self._transport())
-        else:
-            runtime.bind_local()
-        with self._lock:
-            self.forwards[runtime.key] = runtime
-        return runtime
+    def detach(self) -> None:
+        """The chain went away: remote listeners are gone with it, new local connections wait or fail."""
+        with self.lock:
+            self.connected.clear()
+            for runtime in self.forwards.values():
+                if runtime.forward.kind == "remote":
+                    runtime.active = False
 
-    def _transport(self) -> t.Any:
+    def transport(self) -> t.Any:
         chain = self.chain
         if chain is None or not chain.is_active():
             raise ConnectionLost(f"the SSH connection to {self.target_label} is down")
         return chain.target
 
-    def stop(self, deadline: float = 10.0) -> None:
-        """Stop accepting, let active connections drain until the deadline, then close everything."""
-        self.stopping.set()
-        self.state = "stopping"
+    # -- forwards ------------------------------------------------------------------------------------
+    def add(self, forward: Forward) -> ForwardRuntime:
+        runtime = ForwardRuntime(forward, self)
+        if forward.kind == "remote":
+            runtime.request_remote(self.transport())
+        else:
+            runtime.bind_local()
+        with self.lock:
+            self.forwards[runtime.key] = runtime
+        return runtime
+
+    def rerequest_remote(self) -> None:
+        """After a reconnect: ask the new session for every remote listener again."""
+        for runtime in list(self.forwards.values()):
+            if runtime.forward.kind == "remote":
+                runtime.request_remote(self.transport())
+
+    def _remove(self, runtime: ForwardRuntime) -> None:
+        chain = self.chain
+        if runtime.forward.kind == "remote" and chain is not None and chain.is_active():
+            with contextlib.suppress(Exception):
+                runtime.cancel_remote(chain.target)
+        runtime.close()
+
+    def apply(self, forwards: t.Sequence[Forward]) -> dict[str, list[str]]:
+        """Replace only the forwards that changed; connections on the others are untouched."""
+        wanted = {forward.key(): forward for forward in forwards}
+        with self.lock:
+            removed = [key for key in self.forwards if key not in wanted]
+            added = [key for key in wanted if key not in self.forwards]
+            for key in removed:
+                self._remove(self.forwards.pop(key))
+            created: list[ForwardRuntime] = []
+            try:
+                for key in added:
+                    created.append(self.add(wanted[key]))
+            except BaseException:
+                for runtime in created:
+                    self.forwards.pop(runtime.key, None)
+                    self._remove(runtime)
+                raise
+            # Keep the declared order so reports list forwards as the user wrote them.
+            self.forwards = {key: self.forwards[key] for key in wanted if key in self.forwards}
+        return {"added": added, "removed": removed}
+
+    def stop_accepting(self) -> None:
         for runtime in list(self.forwards.values()):
             if runtime.listener is not None:
                 runtime.listener.close()
-        end = time.monotonic() + max(0.0, deadline)
-        while time.monotonic() < end and any(r.counters.connections_active for r in self.forwards.values()):
-            time.sleep(0.05)
-        self._teardown()
-        self.state = "stopped"
 
-    def _teardown(self) -> None:
-        chain = self.chain
-        for runtime in list(self.forwards.values()):
-            if runtime.forward.kind == "remote" and chain is not None and chain.is_active():
-                with contextlib.suppress(Exception):
-                    runtime.cancel_remote(chain.target)
-            runtime.close()
+    def connections_active(self) -> int:
+        return sum(runtime.counters.connections_active for runtime in list(self.forwards.values()))
+
+    def close(self) -> None:
+        """Cancel remote listeners while the chain still carries them, close every listener; the chain stays open."""
+        with self.lock:
+            runtimes = list(self.forwards.values())
+            self.forwards = {}
+        for runtime in runtimes:
+            self._remove(runtime)
         self.connected.clear()
-        if chain is not None:
-            chain.close()
 
-    # -- channels --------------------------------------------------------------------------------
+    def status(self) -> list[dict[str, t.Any]]:
+        with self.lock:
+            return [runtime.status() for runtime in self.forwards.values()]
+
+    def warnings(self) -> list[str]:
+        with self.lock:
+            return [warning for runtime in self.forwards.values() for warning in runtime.warnings]
+
+    # -- channels ------------------------------------------------------------------------------------
     def open_channel(self, destination: Endpoint, origin: tuple[str, int]) -> t.Any:
-        if not self.connected.wait(self.tunnel.connect_timeout) or self.chain is None:
+        if not self.connected.wait(self.connect_timeout) or self.chain is None:
             raise ConnectionLost(f"tunnel is reconnecting to {self.target_label}; connection not forwarded")
         transport = self.chain.target
         try:
             if destination.is_unix():
-                return transport.open_streamlocal(str(destination.path), timeout=self.tunnel.connect_timeout)
-            return transport.open_channel("direct-tcpip", (str(destination.host), int(destination.port or 0)), origin, timeout=self.tunnel.connect_timeout)
+                return transport.open_streamlocal(str(destination.path), timeout=self.connect_timeout)
+            return transport.open_channel("direct-tcpip", (str(destination.host), int(destination.port or 0)), origin, timeout=self.connect_timeout)
         except paramiko.ChannelException as exc:
             reason = OPEN_FAILURE_REASONS.get(exc.code, exc.text)
             if exc.code == 1:
@@ -441,7 +441,7 @@ class TunnelEngine:
             probe.set()
             return
         runtime = None
-        for candidate in self.forwards.values():
+        for candidate in list(self.forwards.values()):
             if candidate.forward.kind == "remote" and candidate.bound is not None and candidate.bound.port == server_port:
                 runtime = candidate
                 if (candidate.forward.listen.host or "") == server_addr:
@@ -453,125 +453,6 @@ class TunnelEngine:
             start_thread(runtime.handle_remote_channel, channel, name="burrow-remote")
         except RuntimeError:
             channel.close()
-
-    # -- supervision -------------------------------------------------------------------------------
-    def _supervise(self) -> None:
-        # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each.
-        misses = 0
-        interval = float(self.tunnel.keepalive_interval)
-        if self.stopping.wait(interval):
-            return
-        while not self.stopping.is_set():
-            chain = self.chain
-            if chain is not None and chain.is_active():
-                answered = chain.target.request("keepalive@openssh.com", timeout=interval)[0]
-                if answered:
-                    misses = 0
-                    if self.stopping.wait(interval):
-                        return
-                    continue
-                misses += 1
-                if misses < self.tunnel.keepalive_count_max and chain.is_active():
-                    continue
-                reason = f"no answer from {self.target_label} to {misses} keepalive request(s) within {misses * interval:g} s"
-            else:
-                reason = f"the SSH connection to {self.target_label} closed"
-            if self.stopping.is_set():
-                return
-            self._connection_lost(ConnectionLost(reason))
-            misses = 0
-            if not self.tunnel.reconnect or not self._reconnect():
-                return
-
-    def _connection_lost(self, error: TunnelError) -> None:
-        LOG.warning("%s", error)
-        with self._lock:
-            self.connected.clear()
-            self.last_error = error
-            self.state = "reconnecting" if self.tunnel.reconnect else "down"
-            for runtime in self.forwards.values():
-                if runtime.forward.kind == "remote":
-                    runtime.active = False
-            if self.chain is not None:
-                self.chain.close()
-
-    def _reconnect(self) -> bool:
-        delay = BACKOFF_INITIAL
-        while not self.stopping.is_set():
-            try:
-                self._connect()
-                for runtime in list(self.forwards.values()):
-                    if runtime.forward.kind == "remote":
-                        runtime.request_remote(self._transport())
-                with self._lock:
-                    self.reconnects += 1
-                    self.state = "up"
-                LOG.info("reconnected to %s (reconnect #%d)", self.target_label, self.reconnects)
-                return True
-            except TunnelError as exc:
-                self.last_error = exc
-                self.connected.clear()
-                if self.chain is not None:
-                    self.chain.close()
-                if exc.permanent:
-                    LOG.error("giving up: %s", exc)
-                    self.state = "down"
-                    for runtime in self.forwards.values():
-                        runtime.close()
-                    return False
-                LOG.warning("reconnect failed, next try in %.1f s: %s", delay, exc)
-            if self.stopping.wait(delay):
-                return False
-            delay = min(delay * 2, BACKOFF_MAX)
-        return False
-
-    # -- live changes and reports ---------------------------------------------------------------------
-    def apply(self, forwards: t.Sequence[Forward]) -> dict[str, list[str]]:
-        """Replace only the forwards that changed; connections on the others are untouched."""
-        wanted = {forward.key(): forward for forward in forwards}
-        with self._lock:
-            removed = [key for key in self.forwards if key not in wanted]
-            added = [key for key in wanted if key not in self.forwards]
-            for key in removed:
-                runtime = self.forwards.pop(key)
-                if runtime.forward.kind == "remote" and self.chain is not None:
-                    with contextlib.suppress(Exception):
-                        runtime.cancel_remote(self.chain.target)
-                runtime.close()
-            created: list[ForwardRuntime] = []
-            try:
-                for key in added:
-                    created.append(self._add_forward(wanted[key]))
-            except BaseException:
-                for runtime in created:
-                    self.forwards.pop(runtime.key, None)
-                    if runtime.forward.kind == "remote" and self.chain is not None:
-                        with contextlib.suppress(Exception):
-                            runtime.cancel_remote(self.chain.target)
-                    runtime.close()
-                raise
-            # Keep the declared order so reports list forwards as the user wrote them.
-            self.forwards = {key: self.forwards[key] for key in wanted if key in self.forwards}
-        return {"added": added, "removed": removed}
-
-    def status(self) -> dict[str, t.Any]:
-        with self._lock:
-            forwards = [runtime.status() for runtime in self.forwards.values()]
-            warnings = list(self.warnings)
-            for runtime in self.forwards.values():
-                warnings.extend(runtime.warnings)
-            return {
-                "name": self.tunnel.name,
-                "status": self.state,
-                "reconnects": self.reconnects,
-                "last_error": self.last_error.to_dict() if self.last_error else None,
-                "started_at": self.started_at,
-                "uptime": round(time.time() - self.connected_at, 3) if self.connected.is_set() else 0,
-                "forwards": forwards,
-                "warnings": warnings,
-                "idle_seconds": round(time.time() - max((r.counters.last_activity for r in self.forwards.values()), default=self.started_at), 3),
-                "connections_active": sum(r.counters.connections_active for r in self.forwards.values()),
-            }
 
     def probe(self) -> list[dict[str, t.Any]]:
         """End to end: open a channel to each local forward's destination and report the server's answer."""

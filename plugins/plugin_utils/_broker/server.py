@@ -15,8 +15,9 @@ The broker is one detached process per controller user that holds the authentica
 * reached over a Unix socket (0600, in a 0700 directory, peer uid checked), which is the only way secrets
   travel: never argv, environment, files or logs.
 
-Workers talk to it through _broker_client (the wire format is described there) and send their raw connection
-options; the broker validates them (_connection_session) and keeps the result for the next task.
+Workers talk to it through client.py (the wire format is protocol.py) and send their raw connection options; the
+broker validates them (session.py) and keeps the result for the next task. The hop chains are built by the engine's
+ChainBuilder and the forwards carried by a connection are the engine's ForwardSet, attached to the host's chain.
 """
 
 from __future__ import annotations
@@ -28,114 +29,49 @@ import hmac
 import json
 import logging
 import os
-import signal
 import socket
 import struct
 import threading
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._errors import ConnectionLost, ControlError, TunnelError
-from ansible_collections.burrow.ssh.plugins.module_utils._paths import process_start_time
-from ansible_collections.burrow.ssh.plugins.module_utils._spec import SpecError
-from ansible_collections.burrow.ssh.plugins.plugin_utils._broker_client import (
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
+    ConnectionLost,
+    ControlError,
+    RemoteFileNotFound,
+    TransferFailed,
+    TunnelError,
+)
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardSet
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import paramiko
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.nodes import Node, owner_alive
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import BrokerPaths
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import (
     KIND_EXIT,
     KIND_JSON,
     KIND_STDERR,
     KIND_STDIN,
     KIND_STDIN_EOF,
     KIND_STDOUT,
-    PROTOCOL,
     READ_SIZE,
-    BrokerPaths,
-    _flock,
     recv_frame,
     send_frame,
     send_json,
 )
-from ansible_collections.burrow.ssh.plugins.plugin_utils._connection_session import DEFAULT_IDLE_TIMEOUT, Session, build_session
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import DEFAULT_IDLE_TIMEOUT, Session, build_session, parse_connection_forwards
 
 REAP_INTERVAL = 0.5
-MAX_LOG_SIZE = 1024 * 1024
 MAX_CACHED_SESSIONS = 4096
 
 LOG = logging.getLogger("burrow.broker")
-
-
-def error_dict(exc: BaseException, kind: str = "") -> dict[str, t.Any]:
-    if isinstance(exc, TunnelError):
-        return exc.to_dict()
-    return {"kind": kind or "error", "message": str(exc) or type(exc).__name__, "advice": "", "hop": "", "permanent": True}
-
-
-def owner_alive(owner: tuple[int, int]) -> bool:
-    pid, started = owner
-    current = process_start_time(pid)
-    if current is None:
-        return False
-    return not started or current == started
-
-
-# -- server (the detached broker process) ------------------------------------------------------------------
-class Node:
-    """One authenticated transport: a hop of some chain. Targets are leaves; bastions may have many children."""
-
-    def __init__(self, key: str, hop: t.Any, transport: t.Any, parent: Node | None) -> None:
-        self.key = key
-        self.hop = hop
-        self.transport = transport
-        self.parent = parent
-        self.children: set[str] = set()
-        self.owners: set[tuple[int, int]] = set()
-        self.idle_timeout = DEFAULT_IDLE_TIMEOUT
-        self.last_used = time.monotonic()
-        self.busy = 0
-        self.uses = 0
-        self.created = time.time()
-        self.sftp: t.Any = None
-        self.sftp_lock = threading.Lock()
-        self.forwards: t.Any = None
-        self.forwards_lock = threading.Lock()
-        self.closed = False
-
-    @property
-    def label(self) -> str:
-        return str(self.hop.label())
-
-    def chain(self) -> list[Node]:
-        nodes: list[Node] = []
-        current: Node | None = self
-        while current is not None:
-            nodes.append(current)
-            current = current.parent
-        return list(reversed(nodes))
-
-    def touch(self, owner: tuple[int, int] | None, idle_timeout: float | None) -> None:
-        now = time.monotonic()
-        for node in self.chain():
-            node.last_used = now
-            if owner is not None:
-                node.owners.add(owner)
-            if idle_timeout is not None:
-                node.idle_timeout = idle_timeout
-
-    def sftp_client(self) -> t.Any:
-        with self.sftp_lock:
-            if self.sftp is None:
-                self.sftp = self.transport.open_sftp_client()
-            return self.sftp
-
-    def forward_connections(self) -> int:
-        if self.forwards is None:
-            return 0
-        return sum(runtime.counters.connections_active for runtime in list(self.forwards.forwards.values()))
+# Sessions arrive with their hops already resolved through ssh_config (session.py): extending a chain reads none.
+NO_SSH_CONFIG = SshConfig(None)
 
 
 class Broker:
     def __init__(self, paths: BrokerPaths) -> None:
-        from ansible_collections.burrow.ssh.plugins.module_utils import _ssh
-
-        self._ssh = _ssh
         self.paths = paths
         self.nodes: dict[str, Node] = {}
         self.lock = threading.RLock()
@@ -207,17 +143,8 @@ class Broker:
         return parent, warnings, reused
 
     def _connect(self, key: str, hop: t.Any, parent: Node | None, timeout: float, warnings: list[str]) -> Node:
-        ssh = self._ssh
-        try:
-            if parent is None:
-                sock = ssh._connect_socket(hop, timeout)
-            else:
-                sock = ssh._channel_to_next_hop(parent.transport, parent.hop, hop, timeout)
-            transport, hop_warnings = ssh.connect_hop(sock, hop, timeout)
-        except TunnelError:
-            raise
-        except (OSError, EOFError, ssh.paramiko.SSHException) as exc:
-            raise ssh.Unreachable(f"connection to {hop.label()} failed: {exc or type(exc).__name__}", hop=hop.label()) from exc
+        previous = (parent.transport, parent.hop) if parent is not None else None
+        transport, hop_warnings = ChainBuilder(connect_timeout=timeout, ssh_config=NO_SSH_CONFIG).extend(previous, hop)
         warnings.extend(hop_warnings)
         node = Node(key, hop, transport, parent)
         with self.lock:
@@ -241,7 +168,7 @@ class Broker:
             self.close_node(child)
         if node.forwards is not None:
             with contextlib.suppress(Exception):
-                node.forwards.close_forwards()
+                node.forwards.close()
         if node.sftp is not None:
             with contextlib.suppress(Exception):
                 node.sftp.close()
@@ -258,9 +185,6 @@ class Broker:
         return keys
 
     # -- operations ------------------------------------------------------------------------------------------
-    def op_ping(self, _conn: socket.socket, _request: dict[str, t.Any]) -> dict[str, t.Any]:
-        return {"ok": True, "pid": os.getpid(), "protocol": PROTOCOL}
-
     def op_status(self, _conn: socket.socket, _request: dict[str, t.Any]) -> dict[str, t.Any]:
         with self.lock:
             nodes = [
@@ -271,19 +195,17 @@ class Broker:
                     "busy": node.busy,
                     "idle_seconds": round(time.monotonic() - node.last_used, 3),
                     "idle_timeout": node.idle_timeout,
-                    "forwards": node.forwards.status()["forwards"] if node.forwards is not None else [],
+                    "forwards": node.forwards.status() if node.forwards is not None else [],
                 }
                 for node in self.nodes.values()
             ]
         return {"ok": True, "pid": os.getpid(), "handshakes": self.handshakes, "requests": self.requests, "sessions": nodes}
 
     def op_open(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
-        from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
-
         session = self.session(request)
         declared = request.get("forwards")
         # Parsed before connecting: a bad declaration fails the task before any handshake.
-        wanted = None if declared is None else _connection_forwards.parse_declared(declared)
+        wanted = None if declared is None else parse_connection_forwards(declared)
         node, warnings, reused = self.acquire(session)
         forwards: list[dict[str, t.Any]] = []
         if wanted is not None:
@@ -293,15 +215,17 @@ class Broker:
         return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards, "label": session.label}
 
     def _ensure_forwards(self, node: Node, wanted: list[t.Any], session: Session) -> list[dict[str, t.Any]]:
-        from ansible_collections.burrow.ssh.plugins.plugin_utils import _connection_forwards
-
         with node.forwards_lock:
             if node.forwards is None:
                 if not wanted:
                     return []
-                node.forwards = _connection_forwards.chain_forwards_class().for_node(node, session.connect_timeout)
+                # No supervisor and no reconnect here: a dead session is dropped with its forwards, and the next task
+                # opens a new one, forwards included.
+                nodes = node.chain()
+                node.forwards = ForwardSet(node.label, session.connect_timeout)
+                node.forwards.attach(Chain(hops=tuple(item.hop for item in nodes), transports=[item.transport for item in nodes]))
             node.forwards.apply(wanted)
-            return list(node.forwards.status()["forwards"])
+            return node.forwards.status()
 
     def op_reset(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
         key = self.chain_keys(self.session(request))[-1]
@@ -319,9 +243,9 @@ class Broker:
             try:
                 sftp.put(request["local"], request["remote"], confirm=True)
             except FileNotFoundError as exc:
-                raise _FileError("not_found", f"file or directory not found while copying {request['local']} to {request['remote']}: {exc}") from exc
+                raise RemoteFileNotFound(f"file or directory not found while copying {request['local']} to {request['remote']}: {exc}") from exc
             except OSError as exc:
-                raise _FileError("sftp_error", f"SFTP upload of {request['local']} to {request['remote']} failed: {exc}") from exc
+                raise TransferFailed(f"SFTP upload of {request['local']} to {request['remote']} failed: {exc}") from exc
         finally:
             self._busy(node, -1)
         return {"ok": True}
@@ -335,9 +259,9 @@ class Broker:
             try:
                 remote = sftp.open(request["remote"], "rb")
             except FileNotFoundError as exc:
-                raise _FileError("not_found", f"remote file {request['remote']} not found: {exc}") from exc
+                raise RemoteFileNotFound(f"remote file {request['remote']} not found: {exc}") from exc
             except OSError as exc:
-                raise _FileError("sftp_error", f"cannot open remote file {request['remote']}: {exc}") from exc
+                raise TransferFailed(f"cannot open remote file {request['remote']}: {exc}") from exc
             with remote:
                 remote.prefetch()
                 fd = os.open(request["local"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -354,7 +278,7 @@ class Broker:
     def _sftp(self, node: Node) -> t.Any:
         try:
             return node.sftp_client()
-        except (self._ssh.paramiko.SSHException, EOFError, OSError) as exc:
+        except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectionLost(f"cannot start SFTP on {node.label}: {exc}", advice="is the sftp subsystem enabled in the target's sshd_config?") from exc
 
     def _busy(self, node: Node, delta: int) -> None:
@@ -366,7 +290,6 @@ class Broker:
     def op_exec(self, conn: socket.socket, request: dict[str, t.Any]) -> None:
         session = self.session(request)
         node, warnings, reused = self.acquire(session)
-        paramiko = self._ssh.paramiko
         self._busy(node, 1)
         channel = None
         try:
@@ -416,7 +339,7 @@ class Broker:
                             channel.sendall(data)
                         elif kind == KIND_STDIN_EOF:
                             channel.shutdown_write()
-                    except (OSError, self._ssh.paramiko.SSHException):
+                    except (OSError, paramiko.SSHException):
                         broken = True
                 if channel.exit_status_ready():
                     return
@@ -426,7 +349,7 @@ class Broker:
             channel.close()
 
         def stderr() -> None:
-            with contextlib.suppress(OSError, self._ssh.paramiko.SSHException):
+            with contextlib.suppress(OSError, paramiko.SSHException):
                 while True:
                     data = channel.recv_stderr(READ_SIZE)
                     if not data:
@@ -442,7 +365,7 @@ class Broker:
                 if not data:
                     break
                 emit(KIND_STDOUT, data)
-        except (OSError, self._ssh.paramiko.SSHException):
+        except (OSError, paramiko.SSHException):
             channel.close()
         err_thread.join()
         rc = channel.recv_exit_status()
@@ -450,7 +373,6 @@ class Broker:
             emit(KIND_EXIT, json.dumps({"rc": rc}).encode())
 
     OPS: t.ClassVar[dict[str, str]] = {
-        "ping": "op_ping",
         "status": "op_status",
         "open": "op_open",
         "exec": "op_exec",
@@ -493,19 +415,15 @@ class Broker:
     def _dispatch(self, conn: socket.socket, request: dict[str, t.Any]) -> None:
         method = self.OPS.get(str(request.get("op")))
         if method is None:
-            send_json(conn, {"ok": False, "error": {"kind": "control_error", "message": f"unknown operation {request.get('op')!r}"}})
+            send_json(conn, {"ok": False, "error": ControlError(f"unknown operation {request.get('op')!r}").to_dict()})
             return
         try:
             answer = getattr(self, method)(conn, request)
-        except _FileError as exc:
-            answer = {"ok": False, "error": {"kind": exc.kind, "message": exc.message, "advice": "", "hop": "", "permanent": True}}
-        except SpecError as exc:
-            answer = {"ok": False, "error": {"kind": "invalid_option", "message": str(exc), "advice": "", "hop": "", "permanent": True}}
         except TunnelError as exc:
             answer = {"ok": False, "error": exc.to_dict()}
-        except Exception as exc:  # noqa: BLE001 - one failing request must not take the broker down
+        except Exception as exc:  # one failing request must not take the broker down
             LOG.exception("request %s failed", request.get("op"))
-            answer = {"ok": False, "error": error_dict(exc)}
+            answer = {"ok": False, "error": TunnelError.wrap(exc).to_dict()}
         if answer is not None:
             send_json(conn, answer)
 
@@ -575,55 +493,3 @@ class Broker:
             for node in nodes:
                 self.close_node(node)
             LOG.info("session broker %d stopped", os.getpid())
-
-
-class _FileError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def _open_log(path: str) -> None:
-    with contextlib.suppress(OSError):
-        if os.path.getsize(path) > MAX_LOG_SIZE:
-            os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", buffering=1))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
-    root = logging.getLogger("burrow")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-
-
-def daemon_main(argv: list[str]) -> int:
-    """Entry point of the spawned interpreter: detach once more, take the broker lock, serve."""
-    paths = BrokerPaths(argv[0])
-    if os.fork():
-        os._exit(0)  # the intermediate process: the spawner reaps it at once
-    os.chdir("/")
-    lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        # A previous broker may still be stopping (its socket already gone): wait for it a little.
-        _flock(lock_fd, 10.0)
-    except ControlError:
-        return 0
-    _open_log(paths.log)
-    from ansible_collections.burrow.ssh.plugins.module_utils._relay import configure_threads
-
-    configure_threads()
-    broker = Broker(paths)
-    signal.signal(signal.SIGTERM, lambda *_args: broker.stopping.set())
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(paths.socket)
-    try:
-        broker.serve()
-    except Exception:  # noqa: BLE001 - the log is the only place left to say why
-        LOG.exception("session broker failed")
-        return 1
-    finally:
-        os.close(lock_fd)
-    return 0

@@ -1,0 +1,198 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""One supervised tunnel: its own SSH connection, its forwards, liveness and reconnection.
+
+Usable in-process (tests, benchmarks) and inside the detached tunnel process (process/daemon.py). The forwards
+themselves live in a ForwardSet, which the connection plugin's broker also attaches to chains it owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ConnectionLost, NotSupported, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime, ForwardSet
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import configure_threads, start_thread
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward, Tunnel
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import HAS_PARAMIKO
+
+LOG = logging.getLogger("burrow.tunnel")
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+
+
+class TunnelEngine:
+    """The running tunnel: connect, bind every forward (all or nothing), watch liveness, reconnect."""
+
+    def __init__(self, tunnel: Tunnel, builder: ChainBuilder | None = None) -> None:
+        if not HAS_PARAMIKO:
+            raise NotSupported("paramiko is not installed", advice="install paramiko >= 3.4 where the tunnel runs")
+        configure_threads()
+        self.tunnel = tunnel
+        self.builder = builder if builder is not None else ChainBuilder(connect_timeout=tunnel.connect_timeout)
+        self.forward_set = ForwardSet(tunnel.hops[-1].label(), tunnel.connect_timeout)
+        self.state = "starting"
+        self.reconnects = 0
+        self.last_error: TunnelError | None = None
+        self.warnings: list[str] = []
+        self.started_at = time.time()
+        self.connected_at = 0.0
+        self.stopping = threading.Event()
+        self._lock = self.forward_set.lock
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def target_label(self) -> str:
+        return self.forward_set.target_label
+
+    @property
+    def chain(self) -> Chain | None:
+        return self.forward_set.chain
+
+    @property
+    def forwards(self) -> dict[str, ForwardRuntime]:
+        return self.forward_set.forwards
+
+    @property
+    def connected(self) -> threading.Event:
+        return self.forward_set.connected
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect and establish every forward; on any failure nothing is left bound. Raises TunnelError."""
+        try:
+            self._connect()
+            for forward in self.tunnel.forwards:
+                self.forward_set.add(forward)
+        except BaseException:
+            self._teardown()
+            raise
+        self.state = "up"
+        self._supervisor = start_thread(self._supervise, name="burrow-supervisor")
+
+    def _connect(self) -> None:
+        chain, warnings = self.builder.open(self.tunnel.hops)
+        with self._lock:
+            self.warnings = warnings
+            self.connected_at = time.time()
+        self.forward_set.attach(chain)
+        LOG.info("connected to %s through %d hop(s)", self.target_label, len(chain.transports) - 1)
+
+    def stop(self, deadline: float = 10.0) -> None:
+        """Stop accepting, let active connections drain until the deadline, then close everything."""
+        self.stopping.set()
+        self.state = "stopping"
+        self.forward_set.stop_accepting()
+        end = time.monotonic() + max(0.0, deadline)
+        while time.monotonic() < end and self.forward_set.connections_active():
+            time.sleep(0.05)
+        self._teardown()
+        self.state = "stopped"
+
+    def _teardown(self) -> None:
+        chain = self.chain
+        self.forward_set.close()
+        if chain is not None:
+            chain.close()
+
+    def open_channel(self, destination: Endpoint, origin: tuple[str, int]) -> t.Any:
+        return self.forward_set.open_channel(destination, origin)
+
+    # -- supervision -------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each.
+        misses = 0
+        interval = float(self.tunnel.keepalive_interval)
+        if self.stopping.wait(interval):
+            return
+        while not self.stopping.is_set():
+            chain = self.chain
+            if chain is not None and chain.is_active():
+                answered = chain.target.request("keepalive@openssh.com", timeout=interval)[0]
+                if answered:
+                    misses = 0
+                    if self.stopping.wait(interval):
+                        return
+                    continue
+                misses += 1
+                if misses < self.tunnel.keepalive_count_max and chain.is_active():
+                    continue
+                reason = f"no answer from {self.target_label} to {misses} keepalive request(s) within {misses * interval:g} s"
+            else:
+                reason = f"the SSH connection to {self.target_label} closed"
+            if self.stopping.is_set():
+                return
+            self._connection_lost(ConnectionLost(reason))
+            misses = 0
+            if not self.tunnel.reconnect or not self._reconnect():
+                return
+
+    def _connection_lost(self, error: TunnelError) -> None:
+        LOG.warning("%s", error)
+        with self._lock:
+            self.forward_set.detach()
+            self.last_error = error
+            self.state = "reconnecting" if self.tunnel.reconnect else "down"
+            if self.chain is not None:
+                self.chain.close()
+
+    def _reconnect(self) -> bool:
+        delay = BACKOFF_INITIAL
+        while not self.stopping.is_set():
+            try:
+                self._connect()
+                self.forward_set.rerequest_remote()
+                with self._lock:
+                    self.reconnects += 1
+                    self.state = "up"
+                LOG.info("reconnected to %s (reconnect #%d)", self.target_label, self.reconnects)
+                return True
+            except TunnelError as exc:
+                self.last_error = exc
+                self.forward_set.detach()
+                if self.chain is not None:
+                    self.chain.close()
+                if exc.permanent:
+                    LOG.error("giving up: %s", exc)
+                    self.state = "down"
+                    for runtime in self.forwards.values():
+                        runtime.close()
+                    return False
+                LOG.warning("reconnect failed, next try in %.1f s: %s", delay, exc)
+            if self.stopping.wait(delay):
+                return False
+            delay = min(delay * 2, BACKOFF_MAX)
+        return False
+
+    # -- live changes and reports ---------------------------------------------------------------------
+    def apply(self, forwards: t.Sequence[Forward]) -> dict[str, list[str]]:
+        """Replace only the forwards that changed; connections on the others are untouched."""
+        return self.forward_set.apply(forwards)
+
+    def status(self) -> dict[str, t.Any]:
+        with self._lock:
+            runtimes = list(self.forwards.values())
+            return {
+                "name": self.tunnel.name,
+                "status": self.state,
+                "reconnects": self.reconnects,
+                "last_error": self.last_error.to_dict() if self.last_error else None,
+                "started_at": self.started_at,
+                "uptime": round(time.time() - self.connected_at, 3) if self.connected.is_set() else 0,
+                "forwards": self.forward_set.status(),
+                "warnings": list(self.warnings) + self.forward_set.warnings(),
+                "idle_seconds": round(time.time() - max((r.counters.last_activity for r in runtimes), default=self.started_at), 3),
+                "connections_active": sum(r.counters.connections_active for r in runtimes),
+            }
+
+    def probe(self) -> list[dict[str, t.Any]]:
+        return self.forward_set.probe()

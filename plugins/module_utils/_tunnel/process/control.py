@@ -1,0 +1,126 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""Client side of tunnel processes: find one, talk to it, stop it, clean up after a dead one (spawn.py starts them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
+    TunnelPaths,
+    list_tunnel_names,
+    process_start_time,
+    read_text,
+    remove_quietly,
+)
+
+KILL_GRACE = 3.0
+
+
+class TunnelHandle:
+    """What is known about one named tunnel on this host: its state file, its process, its socket."""
+
+    def __init__(self, state_dir: str, name: str) -> None:
+        self.paths = TunnelPaths(state_dir, name)
+        self.name = name
+        raw = read_text(self.paths.state)
+        self.state: dict[str, t.Any] | None = None
+        if raw:
+            try:
+                self.state = json.loads(raw)
+            except ValueError:
+                self.state = {"corrupt": True}
+
+    @property
+    def exists(self) -> bool:
+        return self.state is not None or os.path.exists(self.paths.socket)
+
+    @property
+    def pid(self) -> int | None:
+        if self.state and isinstance(self.state.get("pid"), int):
+            return int(self.state["pid"])
+        return None
+
+    def process_alive(self) -> bool:
+        pid = self.pid
+        if pid is None or not self.state:
+            return False
+        return process_start_time(pid) == self.state.get("start_time")
+
+    def request(self, op: str, timeout: float = 15.0, **fields: t.Any) -> dict[str, t.Any]:
+        return protocol.call(self.paths.socket, dict(fields, op=op), timeout, f"tunnel {self.name}")
+
+    def inspect(self, probe: bool = False) -> dict[str, t.Any]:
+        """A report: status up | reconnecting | down | stale | absent, plus what the process says."""
+        if not self.exists:
+            return {"name": self.name, "status": "absent"}
+        if self.state is None:
+            return {"name": self.name, "status": "stale", "socket": self.paths.socket, "reason": "a control socket was left behind without a state file"}
+        base: dict[str, t.Any] = {
+            "name": self.name,
+            "pid": self.pid,
+            "state_file": self.paths.state,
+            "socket": self.paths.socket,
+            "log": self.paths.log,
+            "digest": (self.state or {}).get("digest"),
+            "spec": (self.state or {}).get("spec"),
+        }
+        if not self.process_alive():
+            base.update({"status": "stale", "reason": "the tunnel process is gone but its files remain (killed or crashed)"})
+            return base
+        try:
+            response = self.request("probe" if probe else "status")
+        except TunnelError as exc:
+            base.update({"status": "stale", "reason": f"the process {self.pid} is alive but does not answer: {exc}"})
+            return base
+        status = response["status"]
+        base.update(status)
+        if probe:
+            base["probe"] = response.get("probe", [])
+        return base
+
+    def stop(self, deadline: float = 10.0) -> bool:
+        """Stop the process (drain up to deadline, then force) and remove its files. True if anything existed."""
+        existed = self.exists
+        pid = self.pid if self.process_alive() else None
+        if pid is not None:
+            try:
+                self.request("stop", timeout=5, deadline=deadline)
+            except TunnelError:
+                signal_quietly(pid, signal.SIGTERM)
+            if not _wait_gone(pid, self.state.get("start_time") if self.state else None, deadline + KILL_GRACE):
+                signal_quietly(pid, signal.SIGKILL)
+                _wait_gone(pid, self.state.get("start_time") if self.state else None, KILL_GRACE)
+        remove_quietly(self.paths.state, self.paths.socket, self.paths.log, self.paths.rotated_log)
+        return existed
+
+
+def signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, start_time: int | None, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if process_start_time(pid) != start_time or start_time is None:
+            return True
+        time.sleep(0.05)
+    return process_start_time(pid) != start_time
+
+
+def list_handles(state_dir: str) -> list[TunnelHandle]:
+    return [TunnelHandle(state_dir, name) for name in list_tunnel_names(state_dir)]

@@ -1,0 +1,199 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The declaration model of a tunnel: hops, forwards, liveness and lifetime settings, and their identity.
+
+Parses the OpenSSH syntax of ``ssh -L``, ``-R``, ``-D`` and ``-J`` (and the dict forms of the module
+options), refuses anything that could be read as a shell metacharacter or an ssh option, and gives the
+identity used for idempotency. Standard library only: this file runs on managed hosts.
+
+Choices made here, on purpose:
+
+* An omitted bind address means ``127.0.0.1`` for every kind of forward. OpenSSH decides from
+  ``GatewayPorts`` (client side) and asks the server for "localhost" (remote side); we always ask for
+  loopback so that a forward is never exposed by accident.
+* ``*`` and an empty bind address both mean "all interfaces", stored as ``""`` like OpenSSH passes it to
+  the server; such a forward ``exposes_beyond_loopback``. ``0.0.0.0`` and ``::`` are kept as given.
+* IPv6 addresses are written in brackets inside the colon syntax (``[::1]:8080:[::2]:80``); a bare
+  ``::1:5432`` is ambiguous and refused. IP addresses are normalised (``[0:0::1]`` and ``::1`` are equal),
+  host names are lower-cased.
+* Unix socket paths are absolute and at most 103 bytes: ``sun_path`` is 104 bytes on the BSDs and macOS,
+  terminating NUL included (108 on Linux), so 103 is the portable maximum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import ALL_INTERFACES, is_loopback
+
+KINDS = ("local", "remote", "dynamic")
+HOST_KEY_CHECKING = ("strict", "accept-new", "off")
+LIFETIMES = ("persistent", "play")
+HOP_KEYS = (
+    "host",
+    "port",
+    "user",
+    "private_key_file",
+    "private_key",
+    "private_key_passphrase",
+    "password",
+    "use_agent",
+    "host_key_checking",
+    "known_hosts_file",
+    "host_key_fingerprint",
+)
+# Tunnel-wide settings that every hop inherits unless it sets its own.
+HOP_DEFAULT_KEYS = ("user", "private_key_file", "private_key", "private_key_passphrase", "password", "use_agent", "host_key_checking", "known_hosts_file")
+
+
+def format_host(host: str) -> str:
+    if host == ALL_INTERFACES:
+        return "*"
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        return f"{format_host(self.host or '')}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    kind: str
+    listen: Endpoint
+    destination: Endpoint | None
+    socks_username: str | None = None
+    socks_password: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def key(self) -> str:
+        if self.destination is not None:
+            target = str(self.destination)
+        elif self.kind == "remote":
+            target = "socks"
+        else:
+            target = ""
+        text = f"{self.kind} {self.listen}" + (f" -> {target}" if target else "")
+        if self.socks_username is not None:
+            text += f" (socks user {self.socks_username})"
+        return text
+
+    def public_dict(self) -> dict[str, t.Any]:
+        destination = self.destination or Endpoint()
+        return {
+            "kind": self.kind,
+            "key": self.key(),
+            "listen_host": self.listen.host,
+            "listen_port": self.listen.port,
+            "listen_path": self.listen.path,
+            "dest_host": destination.host,
+            "dest_port": destination.port,
+            "dest_path": destination.path,
+            "socks_username": self.socks_username,
+        }
+
+    @property
+    def exposes_beyond_loopback(self) -> bool:
+        if self.listen.is_unix():
+            return False
+        return not is_loopback(self.listen.host or "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hop:
+    host: str
+    port: int = 22
+    user: str | None = None
+    private_key_file: str | None = None
+    private_key: str | None = dataclasses.field(default=None, repr=False)
+    private_key_passphrase: str | None = dataclasses.field(default=None, repr=False)
+    password: str | None = dataclasses.field(default=None, repr=False)
+    use_agent: bool = True
+    host_key_checking: str = "strict"
+    known_hosts_file: str | None = None
+    host_key_fingerprint: str | None = None
+
+    def label(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{format_host(self.host)}:{self.port}"
+
+    def public_dict(self) -> dict[str, t.Any]:
+        return {
+            "label": self.label(),
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "private_key_file": self.private_key_file,
+            "has_key": self.private_key is not None,
+            "has_passphrase": self.private_key_passphrase is not None,
+            "has_password": self.password is not None,
+            "use_agent": self.use_agent,
+            "host_key_checking": self.host_key_checking,
+            "known_hosts_file": self.known_hosts_file,
+            "host_key_fingerprint": self.host_key_fingerprint,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Tunnel:
+    name: str
+    hops: t.Tuple[Hop, ...]
+    forwards: t.Tuple[Forward, ...]
+    keepalive_interval: int = 5
+    keepalive_count_max: int = 3
+    connect_timeout: int = 10
+    lifetime: str = "persistent"
+    ttl: int | None = None
+    idle_timeout: int | None = None
+    reconnect: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.hops:
+            raise SpecError("host", None, "a tunnel needs at least one hop (its target server)")
+
+    def _settings(self) -> dict[str, t.Any]:
+        return {
+            "keepalive_interval": self.keepalive_interval,
+            "keepalive_count_max": self.keepalive_count_max,
+            "connect_timeout": self.connect_timeout,
+            "lifetime": self.lifetime,
+            "ttl": self.ttl,
+            "idle_timeout": self.idle_timeout,
+            "reconnect": self.reconnect,
+        }
+
+    def identity(self) -> dict[str, t.Any]:
+        """What a running tunnel cannot change live: its hops and settings (forwards are applied as a delta)."""
+        data = {"name": self.name, "hops": [hop.public_dict() for hop in self.hops]}
+        data.update(self._settings())
+        return data
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode("utf-8")).hexdigest()
+
+    def public_dict(self) -> dict[str, t.Any]:
+        data = {
+            "name": self.name,
+            "hops": [hop.public_dict() for hop in self.hops],
+            "forwards": [forward.public_dict() for forward in self.forwards],
+        }
+        data.update(self._settings())
+        return data

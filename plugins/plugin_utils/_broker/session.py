@@ -1,0 +1,110 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this plugin util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""A burrow.ssh.tunneled connection's options turned into a validated hop chain and forwards (in the session broker).
+
+The worker sends its raw options and the broker validates them here, with the tunnel module's grammar (hops,
+forwards) and the engine's ssh_config reader: the parser and paramiko are already loaded in the broker, while a
+worker would compile them again for every task. Errors are SpecErrors naming the host variable
+(``burrow_via[1].port``), which the plugin raises as option errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_forward_lists, split_via
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Forward, Hop
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
+
+HOST_KEY_CHECKING_WORDS = {"true": "strict", "yes": "strict", "on": "strict", "1": "strict", "false": "off", "no": "off", "0": "off"}
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    hops: tuple[Hop, ...]
+    name: str
+    connect_timeout: float
+    idle_timeout: float
+    owner: tuple[int, int] | None
+
+    @property
+    def label(self) -> str:
+        *via, target = self.hops
+        return target.label() + (" via " + ", ".join(hop.label() for hop in via) if via else "")
+
+
+def host_key_checking(value: t.Any) -> str:
+    text = str(value).strip().lower() if value is not None else "strict"
+    text = HOST_KEY_CHECKING_WORDS.get(text, text)
+    if text not in ("strict", "accept-new", "off"):
+        raise SpecError("burrow_host_key_checking", value, "must be strict, accept-new or off (or a boolean)")
+    return text
+
+
+def _number(options: t.Mapping[str, t.Any], key: str, field: str, default: float) -> float:
+    value = options.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(field, value, "must be a number of seconds") from None
+    if number <= 0:
+        raise SpecError(field, value, "must be greater than 0")
+    return number
+
+
+def build_session(options: t.Mapping[str, t.Any]) -> Session:
+    """The hop chain (jump hosts, then the target) and session settings from the plugin's options.
+
+    The chain goes through the same ssh_config reader as a tunnel's: an alias works as ansible_host, and the
+    target's ProxyJump is used when burrow_via is unset.
+    """
+    defaults: dict[str, t.Any] = {
+        "user": options.get("remote_user"),
+        "private_key_file": options.get("private_key_file"),
+        "private_key_passphrase": options.get("private_key_passphrase"),
+        "use_agent": options.get("use_agent"),
+        "host_key_checking": host_key_checking(options.get("host_key_checking")),
+        "known_hosts_file": options.get("known_hosts_file"),
+    }
+    defaults = {key: value for key, value in defaults.items() if value is not None and value != ""}
+    via = [parse_hop(entry, field, defaults) for field, entry in split_via(options.get("via"), "burrow_via") if _is_hop(entry, field)]
+    target_data: dict[str, t.Any] = {"host": str(options.get("remote_addr")), "port": options.get("port")}
+    for key in ("password", "host_key_fingerprint"):
+        if options.get(key):
+            target_data[key] = options[key]
+    target = parse_hop(target_data, "ansible_host", defaults)
+    ssh_config = SshConfig.load(str(options.get("ssh_config_file") or ""))
+    owner = options.get("owner")
+    return Session(
+        hops=tuple(ssh_config.resolve([*via, target])),
+        name=str(options.get("session_name") or ""),
+        connect_timeout=_number(options, "timeout", "ansible_ssh_timeout", 10.0),
+        idle_timeout=_number(options, "persist_idle_timeout", "burrow_persist_idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        owner=(int(owner[0]), int(owner[1])) if owner else None,
+    )
+
+
+def _is_hop(entry: t.Any, field: str) -> bool:
+    if isinstance(entry, (str, dict)):
+        return True
+    raise SpecError(field, entry, "must be a string like user@host:port or a dict with a host key")
+
+
+FORWARD_OPTIONS = (("burrow_local_forwards", "local"), ("burrow_remote_forwards", "remote"), ("burrow_reverse_socks", "reverse_socks"))
+
+
+def parse_connection_forwards(declared: t.Mapping[str, t.Any]) -> list[Forward]:
+    """The connection's forwards from its three host variables; raises SpecError naming the variable and index."""
+    names = {"burrow_local_forwards": "local", "burrow_remote_forwards": "remote", "burrow_reverse_socks": "reverse_socks"}
+    return parse_forward_lists([(option, kind, declared.get(names[option])) for option, kind in FORWARD_OPTIONS])
