@@ -224,7 +224,7 @@ config_file:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.burrow.ssh.plugins.module_utils._sshd_config import run_module  # noqa: E402
+from ansible_collections.burrow.ssh.plugins.module_utils._sshd.runner import run_module  # noqa: E402
 
 FORWARDING_CHOICES = ["yes", "no", "local", "remote", "all"]
 

@@ -400,7 +400,7 @@ def test_sshd_t_rejection_leaves_file_and_sshd_untouched(tmp_path: Path, server:
 def test_sshd_t_rejects_gateway_ports_maybe_in_candidate(tmp_path: Path, server: Any) -> None:
     """Bypassing the argument spec, sshd -t itself refuses 'GatewayPorts maybe' with its own message."""
     sys.path.insert(0, str(COLLECTIONS))
-    from ansible_collections.burrow.ssh.plugins.module_utils._sshd_config import ValidationError, validate_file
+    from ansible_collections.burrow.ssh.plugins.module_utils._sshd.sshd import ValidationError, validate_file
 
     candidate = tmp_path / "candidate"
     candidate.write_text(Path(server.config_path).read_text().replace("GatewayPorts clientspecified", "GatewayPorts maybe"))

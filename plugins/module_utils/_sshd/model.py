@@ -1,10 +1,13 @@
 # Copyright (c) 2026, the burrow.ssh team
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
 """A model of sshd_config that edits the occurrence sshd really uses.
 
-The model part (everything above the "sshd binary helpers" line) has no Ansible import, so it can be
-unit-tested alone. Semantics followed (sshd_config(5) and servconf.c of OpenSSH):
+No Ansible import, so it can be unit-tested alone. Semantics followed (sshd_config(5) and servconf.c of OpenSSH):
 
 * for each keyword the first value read wins; lines after ``Match`` belong to that block until the next
   ``Match`` or the end of the file;
@@ -23,16 +26,10 @@ import glob
 import ipaddress
 import os
 import re
-import signal
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 SSHDIR = "/etc/ssh"
-DEFAULT_CONFIG = "/etc/ssh/sshd_config"
-DEFAULT_PID_FILE = "/run/sshd.pid"
 MAX_INCLUDE_DEPTH = 16
 
 # Canonical spelling of the keywords this model edits.
@@ -46,19 +43,6 @@ CANONICAL: Dict[str, str] = {
     "allowagentforwarding": "AllowAgentForwarding",
     "clientaliveinterval": "ClientAliveInterval",
     "clientalivecountmax": "ClientAliveCountMax",
-}
-
-# Module option name -> sshd keyword (lower case).
-OPTION_KEYWORDS: Dict[str, str] = {
-    "gateway_ports": "gatewayports",
-    "allow_tcp_forwarding": "allowtcpforwarding",
-    "allow_stream_local_forwarding": "allowstreamlocalforwarding",
-    "permit_open": "permitopen",
-    "permit_listen": "permitlisten",
-    "disable_forwarding": "disableforwarding",
-    "allow_agent_forwarding": "allowagentforwarding",
-    "client_alive_interval": "clientaliveinterval",
-    "client_alive_count_max": "clientalivecountmax",
 }
 
 CHOICES: Dict[str, Tuple[str, ...]] = {
@@ -100,10 +84,6 @@ class InvalidValueError(SshdConfigError):
 
 class ConflictError(SshdConfigError):
     """An earlier value in an included file wins over the line this model would write."""
-
-
-class ValidationError(SshdConfigError):
-    """``sshd -t`` rejected the candidate configuration."""
 
 
 @dataclass
@@ -538,359 +518,3 @@ def derive_connection_spec(criteria: str) -> Optional[str]:
     if not spec:
         return None
     return ",".join(f"{k}={v}" for k, v in spec.items())
-
-
-# -- sshd binary helpers (subprocess; still no Ansible import) ---------------------------------------
-
-
-def find_sshd(explicit: Optional[str] = None) -> Optional[str]:
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    for candidate in ("/usr/sbin/sshd", "/usr/local/sbin/sshd"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(directory, "sshd")
-        if directory and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def run_sshd(sshd: str, args: Sequence[str], timeout: float = 30.0) -> Tuple[int, str, str]:
-    try:
-        proc = subprocess.run([sshd, *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise SshdConfigError(f"{sshd} {' '.join(args)} did not finish within {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise SshdConfigError(f"cannot run {sshd}: {exc}") from exc
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def validate_file(sshd: str, path: str) -> None:
-    """``sshd -t -f path``; raises ValidationError with sshd's own message."""
-    rc, out, err = run_sshd(sshd, ["-t", "-f", path])
-    if rc != 0:
-        message = (err.strip() or out.strip() or f"exit code {rc}").replace("\n", "; ")
-        raise ValidationError(message)
-
-
-def effective_values(sshd: str, path: str, connection_spec: Optional[str] = None) -> Dict[str, str]:
-    """``sshd -T -f path [-C spec]`` as a dict keyword (lower case) -> value text."""
-    args = ["-T", "-f", path]
-    if connection_spec:
-        args += ["-C", connection_spec]
-    rc, out, err = run_sshd(sshd, args)
-    if rc != 0:
-        raise SshdConfigError(f"sshd -T failed: {(err.strip() or out.strip()).replace(chr(10), '; ')}")
-    values: Dict[str, str] = {}
-    for line in out.splitlines():
-        key, _sep, value = line.partition(" ")
-        if key and key not in values:
-            values[key] = value.strip()
-    return values
-
-
-def listen_socket_inodes(pid: int) -> Set[str]:
-    """Inodes of the TCP sockets in LISTEN state held by ``pid`` (to see an sshd re-exec after SIGHUP)."""
-    listening: Set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as handle:
-                next(handle, None)
-                for row in handle:
-                    cols = row.split()
-                    if len(cols) > 9 and cols[3] == "0A":
-                        listening.add(cols[9])
-        except OSError:
-            continue
-    held: Set[str] = set()
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return held
-    for name in names:
-        try:
-            target = os.readlink(os.path.join(fd_dir, name))
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in listening:
-            held.add(target[8:-1])
-    return held
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_pid(pid_file: str) -> int:
-    try:
-        with open(pid_file, encoding="ascii") as handle:
-            return int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError) as exc:
-        raise SshdConfigError(f"cannot read a pid from {pid_file}: {exc}; is sshd running? set pid_file or reload_method") from exc
-
-
-def sighup_and_wait(pid: int, timeout: float = 10.0) -> bool:
-    """SIGHUP sshd and wait until it listens on new sockets (sshd re-executes itself on SIGHUP).
-
-    Returns True when the re-exec was seen within ``timeout``.
-    """
-    before = listen_socket_inodes(pid)
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError as exc:
-        raise SshdConfigError(f"sshd pid {pid} does not exist: is sshd running?") from exc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if not pid_alive(pid):
-            return False
-        now = listen_socket_inodes(pid)
-        if now and not (now & before):
-            return True
-    return False
-
-
-__all__ = [
-    "CANONICAL",
-    "OPTION_KEYWORDS",
-    "Change",
-    "ConflictError",
-    "Directive",
-    "InvalidValueError",
-    "SshdConfig",
-    "SshdConfigError",
-    "ValidationError",
-    "derive_connection_spec",
-    "effective_values",
-    "find_sshd",
-    "normalise_criteria",
-    "normalise_value",
-    "render_value",
-    "validate_file",
-]
-
-
-# -- module glue: takes an AnsibleModule-like object (duck-typed, so still no Ansible import here) ---------
-
-
-def _systemd_running() -> bool:
-    return os.path.isdir("/run/systemd/system")
-
-
-class _Runner:
-    """One run of the sshd_forwarding module."""
-
-    def __init__(self, module: object) -> None:
-        self.module = module
-        self.params: Dict[str, object] = module.params  # type: ignore[attr-defined]
-        self.warnings: List[str] = []
-        self.result: Dict[str, object] = {"changed": False}
-
-    def fail(self, msg: str, **extra: object) -> None:
-        out = dict(self.result)
-        out.update(extra)
-        if self.warnings:
-            out["sshd_warnings"] = list(self.warnings)
-        self.module.fail_json(msg=msg, **out)  # type: ignore[attr-defined]
-
-    # .. settings ..................................................................................
-
-    def settings(self) -> Dict[str, object]:
-        out: Dict[str, object] = {}
-        for option, keyword in OPTION_KEYWORDS.items():
-            value = self.params.get(option)
-            if value is not None:
-                out[keyword] = value
-        return out
-
-    def run(self) -> None:
-        config_file = str(self.params["config_file"])
-        match = self.params.get("match")
-        match_str = str(match) if match else None
-        check_mode = bool(getattr(self.module, "check_mode", False))
-        settings = self.settings()
-        self.result.update({"config_file": config_file, "match": match_str, "changes": [], "effective": {}, "reloaded": False})
-        sshd = find_sshd(self.params.get("sshd_binary"))  # type: ignore[arg-type]
-        if sshd is None and (self.params.get("validate") or settings):
-            self.fail("sshd binary not found in /usr/sbin, /usr/local/sbin or PATH; set sshd_binary")
-        if not os.path.isfile(config_file):
-            self.fail(f"{config_file} does not exist")
-        try:
-            config = SshdConfig.load(config_file)
-            before = config.render()
-            changes = []
-            for keyword, value in settings.items():
-                change, warnings = config.set(keyword, value, match_str)
-                changes.append(change.as_dict())
-                self.warnings.extend(warnings)
-        except SshdConfigError as exc:
-            self.fail(str(exc))
-            return
-        after = config.render()
-        changed = after != before
-        self.result["changes"] = [c for c in changes if c["action"] != "unchanged"]
-        self.result["changed"] = changed
-        if changed and getattr(self.module, "_diff", False):
-            self.result["diff"] = {
-                "before": before,
-                "after": after,
-                "before_header": f"{config_file} (content)",
-                "after_header": f"{config_file} (content)",
-            }
-        candidate = None
-        try:
-            if changed:
-                candidate = self.write_candidate(config_file, after, check_mode)
-                if self.params.get("validate"):
-                    self.validate(sshd, candidate, config_file)  # type: ignore[arg-type]
-                if not check_mode:
-                    if self.params.get("backup"):
-                        self.result["backup_file"] = self.module.backup_local(config_file)  # type: ignore[attr-defined]
-                    self.module.atomic_move(candidate, config_file)  # type: ignore[attr-defined]
-                    candidate = None
-            elif self.params.get("force_reload") and self.params.get("validate") and sshd:
-                self.validate(sshd, config_file, config_file)
-            want_reload = (changed or bool(self.params.get("force_reload"))) and bool(self.params.get("reload"))
-            if want_reload and not check_mode:
-                self.reload(sshd, config_file)
-                self.result["changed"] = True
-            if settings and sshd:
-                self.confirm(sshd, candidate or config_file, settings, match_str)
-        finally:
-            if candidate and os.path.exists(candidate):
-                os.unlink(candidate)
-        if self.warnings:
-            self.result["sshd_warnings"] = list(self.warnings)
-            for warning in self.warnings:
-                self.module.warn(warning)  # type: ignore[attr-defined]
-        self.module.exit_json(**self.result)  # type: ignore[attr-defined]
-
-    def write_candidate(self, config_file: str, text: str, check_mode: bool) -> str:
-        directory = getattr(self.module, "tmpdir", None) if check_mode else os.path.dirname(os.path.abspath(config_file))
-        fd, path = tempfile.mkstemp(dir=directory, prefix=".sshd_config.", suffix=".burrow")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        try:
-            os.chmod(path, os.stat(config_file).st_mode & 0o7777)
-        except OSError:
-            pass
-        return path
-
-    def validate(self, sshd: str, path: str, config_file: str) -> None:
-        try:
-            validate_file(sshd, path)
-        except ValidationError as exc:
-            message = str(exc).replace(path, f"{config_file} (candidate)")
-            detail = ""
-            if path != config_file:
-                try:
-                    validate_file(sshd, config_file)
-                except ValidationError as orig:
-                    detail = f" Note: the current {config_file} is already invalid ({orig}); fix it by hand first."
-            self.fail(
-                f"sshd -t rejected the configuration, so {config_file} and the running sshd were left untouched: {message}.{detail}",
-                changed=False,
-                validation_error=str(exc),
-            )
-
-    # .. reload ....................................................................................
-
-    def pid_file(self, sshd: Optional[str], config_file: str) -> str:
-        explicit = self.params.get("pid_file")
-        if explicit:
-            return str(explicit)
-        if sshd:
-            try:
-                return effective_values(sshd, config_file).get("pidfile", DEFAULT_PID_FILE)
-            except SshdConfigError:
-                return DEFAULT_PID_FILE
-        return DEFAULT_PID_FILE
-
-    def service_command(self) -> Optional[List[str]]:
-        get_bin_path = self.module.get_bin_path  # type: ignore[attr-defined]
-        if _systemd_running():
-            systemctl = get_bin_path("systemctl")
-            if systemctl:
-                for unit in ("ssh", "sshd"):
-                    rc, out, _err = self.module.run_command([systemctl, "show", "-p", "LoadState", "--value", unit])  # type: ignore[attr-defined]
-                    if rc == 0 and out.strip() == "loaded":
-                        return [systemctl, "reload", unit]
-        service = get_bin_path("service")
-        if service:
-            for name in ("ssh", "sshd"):
-                if os.path.exists(f"/etc/init.d/{name}"):
-                    return [service, name, "reload"]
-        return None
-
-    def reload(self, sshd: Optional[str], config_file: str) -> None:
-        method = str(self.params.get("reload_method") or "auto")
-        if method == "none":
-            self.result["reload_method"] = "none"
-            return
-        command = None
-        if method in ("auto", "service"):
-            command = self.service_command()
-            if command is None and method == "service":
-                self.fail("reload_method=service: neither systemd (systemctl) nor a 'service' script for ssh/sshd was found; use reload_method=signal")
-        if command is not None:
-            rc, out, err = self.module.run_command(command)  # type: ignore[attr-defined]
-            if rc != 0:
-                self.fail(f"{' '.join(command)} failed (rc={rc}): {(err or out).strip()}", changed=True)
-            self.result.update({"reloaded": True, "reload_method": "service", "reload_command": command})
-            return
-        pid_file = self.pid_file(sshd, config_file)
-        try:
-            pid = read_pid(pid_file)
-            reopened = sighup_and_wait(pid)
-        except SshdConfigError as exc:
-            self.fail(str(exc), changed=True)
-            return
-        if not pid_alive(pid):
-            self.fail(f"sshd (pid {pid} from {pid_file}) exited after SIGHUP: look at its log; the new file is in place", changed=True)
-        if not reopened:
-            self.warnings.append(f"sent SIGHUP to sshd pid {pid} but did not see it re-open its listeners within 10 s")
-        self.result.update({"reloaded": True, "reload_method": "signal", "pid": pid, "pid_file": pid_file})
-
-    # .. confirm ...................................................................................
-
-    def confirm(self, sshd: str, path: str, settings: Dict[str, object], match: Optional[str]) -> None:
-        spec: Optional[str] = None
-        if match:
-            spec = str(self.params.get("match_test") or "") or derive_connection_spec(match)
-            if not spec:
-                self.warnings.append(f"cannot derive an 'sshd -T -C' connection spec from 'Match {match}': set match_test to confirm the effective values")
-                return
-        try:
-            values = effective_values(sshd, path, spec)
-        except SshdConfigError as exc:
-            self.warnings.append(f"could not confirm the effective values: {exc}")
-            return
-        self.result["connection_spec"] = spec
-        effective = {keyword: values.get(keyword) for keyword in settings}
-        self.result["effective"] = effective
-        wrong = []
-        for keyword, value in settings.items():
-            wanted = normalise_value(keyword, render_value(keyword, value))
-            if normalise_value(keyword, effective.get(keyword) or "") != wanted:
-                wrong.append(f"{CANONICAL[keyword]}: wanted '{wanted}', sshd -T reports '{effective.get(keyword)}'")
-        if wrong:
-            where = f"for connection {spec}" if spec else "globally"
-            self.fail(
-                f"the file now says what was asked, but sshd -T {where} disagrees: {'; '.join(wrong)}. "
-                "An earlier Match block or included file wins; see sshd_warnings.",
-                changed=bool(self.result.get("changed")),
-                effective=effective,
-            )
-
-
-def run_module(module: object) -> None:
-    """Entry point used by plugins/modules/sshd_forwarding.py."""
-    _Runner(module).run()

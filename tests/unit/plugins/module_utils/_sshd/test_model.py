@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.burrow.ssh.plugins.module_utils._sshd_config import (
+from ansible_collections.burrow.ssh.plugins.module_utils._sshd.model import (
     ConflictError,
     InvalidValueError,
     SshdConfig,
