@@ -5,13 +5,18 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""The sshd_forwarding module's run: edit the file, validate, move it in place, reload, confirm with ``sshd -T``."""
+"""The sshd_forwarding module's run: edit the file, validate, move it in place, reload, confirm with ``sshd -T``.
+
+The Ansible side of the package: it drives an AnsibleModule; model.py and sshd.py do the work without Ansible.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
+
+from ansible.module_utils.basic import AnsibleModule
 
 from .model import CANONICAL, SshdConfig, SshdConfigError, derive_connection_spec, normalise_value, render_value
 from .sshd import DEFAULT_PID_FILE, ValidationError, effective_values, find_sshd, pid_alive, read_pid, sighup_and_wait, validate_file
@@ -37,18 +42,18 @@ def _systemd_running() -> bool:
 class _Runner:
     """One run of the sshd_forwarding module."""
 
-    def __init__(self, module: object) -> None:
+    def __init__(self, module: AnsibleModule) -> None:
         self.module = module
-        self.params: Dict[str, object] = module.params  # type: ignore[attr-defined]
+        self.params: Dict[str, Any] = module.params
         self.warnings: List[str] = []
         self.result: Dict[str, object] = {"changed": False}
 
-    def fail(self, msg: str, **extra: object) -> None:
-        out = dict(self.result)
+    def fail(self, msg: str, **extra: object) -> NoReturn:
+        out: Dict[str, Any] = dict(self.result)
         out.update(extra)
         if self.warnings:
             out["sshd_warnings"] = list(self.warnings)
-        self.module.fail_json(msg=msg, **out)  # type: ignore[attr-defined]
+        self.module.fail_json(msg=msg, **out)
 
     # .. settings ..................................................................................
 
@@ -64,10 +69,10 @@ class _Runner:
         config_file = str(self.params["config_file"])
         match = self.params.get("match")
         match_str = str(match) if match else None
-        check_mode = bool(getattr(self.module, "check_mode", False))
+        check_mode = self.module.check_mode
         settings = self.settings()
         self.result.update({"config_file": config_file, "match": match_str, "changes": [], "effective": {}, "reloaded": False})
-        sshd = find_sshd(self.params.get("sshd_binary"))  # type: ignore[arg-type]
+        sshd = find_sshd(self.params.get("sshd_binary"))
         if sshd is None and (self.params.get("validate") or settings):
             self.fail("sshd binary not found in /usr/sbin, /usr/local/sbin or PATH; set sshd_binary")
         if not os.path.isfile(config_file):
@@ -82,12 +87,11 @@ class _Runner:
                 self.warnings.extend(warnings)
         except SshdConfigError as exc:
             self.fail(str(exc))
-            return
         after = config.render()
         changed = after != before
         self.result["changes"] = [c for c in changes if c["action"] != "unchanged"]
         self.result["changed"] = changed
-        if changed and getattr(self.module, "_diff", False):
+        if changed and self.module._diff:
             self.result["diff"] = {
                 "before": before,
                 "after": after,
@@ -98,12 +102,12 @@ class _Runner:
         try:
             if changed:
                 candidate = self.write_candidate(config_file, after, check_mode)
-                if self.params.get("validate"):
-                    self.validate(sshd, candidate, config_file)  # type: ignore[arg-type]
+                if self.params.get("validate") and sshd:  # sshd is there: without it, validate=true failed above
+                    self.validate(sshd, candidate, config_file)
                 if not check_mode:
                     if self.params.get("backup"):
-                        self.result["backup_file"] = self.module.backup_local(config_file)  # type: ignore[attr-defined]
-                    self.module.atomic_move(candidate, config_file)  # type: ignore[attr-defined]
+                        self.result["backup_file"] = self.module.backup_local(config_file)
+                    self.module.atomic_move(candidate, config_file)
                     candidate = None
             elif self.params.get("force_reload") and self.params.get("validate") and sshd:
                 self.validate(sshd, config_file, config_file)
@@ -119,11 +123,11 @@ class _Runner:
         if self.warnings:
             self.result["sshd_warnings"] = list(self.warnings)
             for warning in self.warnings:
-                self.module.warn(warning)  # type: ignore[attr-defined]
-        self.module.exit_json(**self.result)  # type: ignore[attr-defined]
+                self.module.warn(warning)
+        self.module.exit_json(**self.result)
 
     def write_candidate(self, config_file: str, text: str, check_mode: bool) -> str:
-        directory = getattr(self.module, "tmpdir", None) if check_mode else os.path.dirname(os.path.abspath(config_file))
+        directory = self.module.tmpdir if check_mode else os.path.dirname(os.path.abspath(config_file))
         fd, path = tempfile.mkstemp(dir=directory, prefix=".sshd_config.", suffix=".burrow")
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -164,12 +168,12 @@ class _Runner:
         return DEFAULT_PID_FILE
 
     def service_command(self) -> Optional[List[str]]:
-        get_bin_path = self.module.get_bin_path  # type: ignore[attr-defined]
+        get_bin_path = self.module.get_bin_path
         if _systemd_running():
             systemctl = get_bin_path("systemctl")
             if systemctl:
                 for unit in ("ssh", "sshd"):
-                    rc, out, _err = self.module.run_command([systemctl, "show", "-p", "LoadState", "--value", unit])  # type: ignore[attr-defined]
+                    rc, out, _err = self.module.run_command([systemctl, "show", "-p", "LoadState", "--value", unit])
                     if rc == 0 and out.strip() == "loaded":
                         return [systemctl, "reload", unit]
         service = get_bin_path("service")
@@ -190,7 +194,7 @@ class _Runner:
             if command is None and method == "service":
                 self.fail("reload_method=service: neither systemd (systemctl) nor a 'service' script for ssh/sshd was found; use reload_method=signal")
         if command is not None:
-            rc, out, err = self.module.run_command(command)  # type: ignore[attr-defined]
+            rc, out, err = self.module.run_command(command)
             if rc != 0:
                 self.fail(f"{' '.join(command)} failed (rc={rc}): {(err or out).strip()}", changed=True)
             self.result.update({"reloaded": True, "reload_method": "service", "reload_command": command})
@@ -201,7 +205,6 @@ class _Runner:
             reopened = sighup_and_wait(pid)
         except SshdConfigError as exc:
             self.fail(str(exc), changed=True)
-            return
         if not pid_alive(pid):
             self.fail(f"sshd (pid {pid} from {pid_file}) exited after SIGHUP: look at its log; the new file is in place", changed=True)
         if not reopened:
@@ -240,6 +243,6 @@ class _Runner:
             )
 
 
-def run_module(module: object) -> None:
+def run_module(module: AnsibleModule) -> None:
     """Entry point used by plugins/modules/sshd_forwarding.py."""
     _Runner(module).run()
