@@ -381,7 +381,7 @@ class SshdConfig:
             self._replace(first.index, text)
             return Change(keyword, scope, "replaced", first.lineno, old, text), warnings
         line_text = CANONICAL[keyword] + " " + text
-        if scope is None:
+        if scope is None or match is None:  # both or neither: an empty match raised above
             index = self._global_insert_index()
             self._insert(index, "", line_text)
             return Change(keyword, None, "inserted", index + 1, None, text), warnings
@@ -391,7 +391,7 @@ class SshdConfig:
             eol = self._eol()
             if self.lines and self.lines[-1].strip():
                 self.lines.append(eol)
-            self.lines.append(f"Match {' '.join(match.split())}{eol}")  # type: ignore[union-attr]
+            self.lines.append(f"Match {' '.join(match.split())}{eol}")
             self.lines.append(f"    {line_text}{eol}")
             return Change(keyword, scope, "block_created", len(self.lines), None, text), warnings
         index, indent = self._block_insert_point(block)
