@@ -222,9 +222,9 @@ config_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.burrow.ssh.plugins.module_utils._sshd.runner import run_module  # noqa: E402
+from ansible_collections.burrow.ssh.plugins.module_utils._sshd.runner import run_module
 
 FORWARDING_CHOICES = ["yes", "no", "local", "remote", "all"]
 
