@@ -95,6 +95,7 @@ class Lab:
             "burrow_use_agent": False,
         }
         common.update(extra)
+        common = {key: value for key, value in common.items() if value is not None}
         hosts = {}
         for host, pipelining in (("tunneled-pipelining", True), ("tunneled-no-pipelining", False)):
             hosts[host] = {
@@ -272,6 +273,20 @@ def test_bastion_named_by_inventory_hostname(lab: Lab, ansible_playbook: t.Calla
     assert result.returncode == 0, _failures(result)
     assert _ok_tasks(result, "tunneled-pipelining") == ["Command"]
     # The hop came from jump1's inventory variables: the bastion sshd carried the connection to the target.
+    new_log = lab.bastion.log_path.read_text(errors="replace")[len(bastion_log_before) :]
+    assert f"target {TARGET_ADDRESS} port {lab.target.port}" in new_log
+    assert _wait_broker_gone(lab)
+
+
+def test_ssh_config_alias_as_ansible_host(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    """ansible_host may be an ssh_config alias, as with the builtin ssh connection: HostName, Port and User come from it."""
+    config = lab.workdir / "ssh_config"
+    config.write_text(f"Host burrow-ct-alias\n  HostName {TARGET_ADDRESS}\n  Port {lab.target.port}\n  User {lab.target.user}\n")
+    inventory = lab.inventory(ansible_host="burrow-ct-alias", ansible_port=None, ansible_user=None, burrow_ssh_config_file=str(config))
+    bastion_log_before = lab.bastion.log_path.read_text(errors="replace")
+    result = lab.run(ansible_playbook, "commands.yml", inventory, task_count=1)
+    assert result.returncode == 0, _failures(result)
+    assert _ok_tasks(result, "tunneled-pipelining") == ["Command"]
     new_log = lab.bastion.log_path.read_text(errors="replace")[len(bastion_log_before) :]
     assert f"target {TARGET_ADDRESS} port {lab.target.port}" in new_log
     assert _wait_broker_gone(lab)

@@ -387,10 +387,12 @@ class ForwardSet:
         return sum(runtime.counters.connections_active for runtime in list(self.forwards.values()))
 
     def close(self) -> None:
-        """Cancel remote listeners while the chain still carries them, close every listener; the chain stays open."""
+        """Cancel remote listeners while the chain still carries them, close every listener; the chain stays open.
+
+        The runtimes stay listed (inactive), so a stopped tunnel still reports what it was bound to.
+        """
         with self.lock:
             runtimes = list(self.forwards.values())
-            self.forwards = {}
         for runtime in runtimes:
             self._remove(runtime)
         self.connected.clear()
