@@ -245,4 +245,3 @@ options:
     vars:
       - name: burrow_persist_idle_timeout
 """
-
