@@ -10,12 +10,16 @@ import os
 import typing as t
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, tunnel_from_module
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import boot_id, process_start_time
 from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import resolve_tunnel_hops
+
+# What a task may set: lifetime_owner is set here, never by the user, so it is neither accepted nor listed.
+USER_ARGUMENT_SPEC = {key: value for key, value in TUNNEL_ARGUMENT_SPEC.items() if key != "lifetime_owner"}
 
 
 class ActionModule(ActionBase):
@@ -28,9 +32,14 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         # First the conversions every Ansible user expects (-e ttl=60 arrives as the string "60"), with the
         # module's own argument spec; then the declaration grammar the module and the tunnel process use.
-        converted = ArgumentSpecValidator(TUNNEL_ARGUMENT_SPEC).validate(args)
-        if converted.error_messages:
-            result.update(failed=True, msg="invalid tunnel declaration: " + "; ".join(converted.error_messages), errors=converted.error_messages)
+        converted = ArgumentSpecValidator(USER_ARGUMENT_SPEC).validate(args)
+        if converted.errors:
+            # Ansible's own wording for unknown options, as a module without an action plugin would say it.
+            messages = [
+                f"Unsupported parameters for (burrow.ssh.tunnel) module: {error}" if isinstance(error, UnsupportedError) else str(error)
+                for error in converted.errors
+            ]
+            result.update(failed=True, msg="; ".join(messages), errors=messages)
             return result
         args = {key: converted.validated_parameters[key] for key in args}
         try:

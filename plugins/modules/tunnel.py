@@ -277,6 +277,24 @@ tunnel:
       type: list
       elements: str
       sample: []
+    hops:
+      description: The hop chain as connected, after C(~/.ssh/config) (jump hosts first, the SSH server last).
+      type: list
+      elements: str
+      sample: ["ops@bastion.example.com:22", "deploy@10.0.5.21:22"]
+    cipher:
+      description: The cipher negotiated with the SSH server.
+      type: str
+      sample: aes128-gcm@openssh.com
+    log:
+      description: The tunnel process's log file (mode 0600, in the state directory).
+      type: str
+      sample: /run/user/1000/burrow/appdb.log
+msg:
+  description: One line for a person to read (C(-v) shows it): status, hops, listeners and destinations, connections.
+  returned: when O(state=present) or O(state=restarted)
+  type: str
+  sample: "appdb: up 0s via deploy@bastion.example.com:22; -L 127.0.0.1:40123 -> db.internal:5432; 0 connections (0 active)"
 action:
   description: What the task did, one of V(created), V(unchanged), V(updated), V(repaired), V(replaced), V(restarted), V(removed) or V(absent).
   returned: always
@@ -298,6 +316,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import S
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import resolve_state_dir
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import secret_values
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.summary import describe
 
 
 def main() -> None:
@@ -336,7 +355,7 @@ def main() -> None:
     summary = manage.summarize(outcome.report)
     for warning in summary["warnings"]:
         module.warn(warning)
-    module.exit_json(changed=outcome.changed, action=outcome.action, tunnel=summary, diff=outcome.diff or {})
+    module.exit_json(changed=outcome.changed, action=outcome.action, tunnel=summary, msg=describe(outcome.report), diff=outcome.diff or {})
 
 
 if __name__ == "__main__":

@@ -69,6 +69,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+summary:
+  description: One line per tunnel for a person to read (also in C(msg), which C(-v) shows).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "appdb: up 2h5m via ops@bastion.example.com:22; -L 127.0.0.1:43512 -> db.internal:5432; 3 connections (1 active)"
 tunnels:
   description: One entry per tunnel found (a named tunnel that does not exist is reported with status V(absent)).
   returned: always
@@ -120,6 +127,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import resolve_state_dir
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.summary import describe
 
 
 def main() -> None:
@@ -134,7 +142,9 @@ def main() -> None:
     state_dir = resolve_state_dir(module.params["state_dir"])
     name = module.params["name"]
     handles = [TunnelHandle(state_dir, name)] if name else list_handles(state_dir)
-    module.exit_json(changed=False, tunnels=[handle.inspect(probe=module.params["probe"]) for handle in handles])
+    tunnels = [handle.inspect(probe=module.params["probe"]) for handle in handles]
+    summary = [describe(report) for report in tunnels]
+    module.exit_json(changed=False, tunnels=tunnels, summary=summary, msg="\n".join(summary) if summary else "no tunnels")
 
 
 if __name__ == "__main__":

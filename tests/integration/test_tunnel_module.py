@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -310,7 +311,11 @@ def test_no_secret_reaches_argv_state_or_log(ansible_playbook: t.Any, inventory:
     try:
         assert secret not in result.stdout
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            assert secret.encode() not in handle.read()
+            cmdline = handle.read()
+        assert secret.encode() not in cmdline
+        # ps shows the tunnel by name, not as the module's deleted AnsiballZ payload.
+        assert cmdline.rstrip(b"\0") == b"burrow-tunnel secretive", cmdline
+        assert pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "burrow-tunnel s"
         with open(f"/proc/{pid}/environ", "rb") as handle:
             assert secret.encode() not in handle.read()
         for path in state_dir.iterdir():

@@ -178,10 +178,20 @@ class TunnelEngine:
         """Replace only the forwards that changed; connections on the others are untouched."""
         return self.forward_set.apply(forwards)
 
+    def connection_details(self) -> dict[str, t.Any]:
+        """The hop chain as connected (after ssh_config) and the cipher the target negotiated: what -v shows."""
+        chain = self.chain
+        if chain is None:
+            return {"hops": [hop.label() for hop in self.tunnel.hops], "cipher": None}
+        target = chain.target if chain.transports else None
+        cipher = getattr(target, "remote_cipher", None) if target is not None else None
+        return {"hops": [hop.label() for hop in chain.hops], "cipher": cipher or None}
+
     def status(self) -> dict[str, t.Any]:
         with self._lock:
             runtimes = list(self.forwards.values())
             return {
+                **self.connection_details(),
                 "name": self.tunnel.name,
                 "status": self.state,
                 "reconnects": self.reconnects,

@@ -66,6 +66,9 @@ def summarize(report: dict[str, t.Any]) -> dict[str, t.Any]:
         "dynamic_forwards": grouped["dynamic"],
         "reconnects": report.get("reconnects", 0),
         "warnings": report.get("warnings", []),
+        "hops": report.get("hops") or [],
+        "cipher": report.get("cipher"),
+        "log": report.get("log"),
     }
 
 
@@ -106,7 +109,7 @@ def ensure_present(
     if action == "updated":
         response = handle.request("apply", **raw_forwards)
         report = response["status"]
-        report["pid"] = handle.pid
+        report.update(pid=handle.pid, log=handle.paths.log)
         return Outcome(True, action, report, diff)
     if action != "created":
         handle.stop(deadline=drain_timeout)

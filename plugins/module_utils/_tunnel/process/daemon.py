@@ -29,6 +29,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import T
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths, process_start_time, write_private_file
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.title import set_process_title
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import module_forward_lists
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import use_deque_pipes
@@ -148,6 +149,7 @@ def _lifetime_reason(tunnel: Tunnel, status: dict[str, t.Any], owner: dict[str, 
 
 def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.Any] | None = None) -> int:
     """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
+    set_process_title(f"burrow-tunnel {tunnel.name}")
     _setup_logging(paths.log)
     log = logging.getLogger("burrow.daemon")
     stop_requested = threading.Event()

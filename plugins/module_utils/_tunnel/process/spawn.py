@@ -72,7 +72,7 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
         # The error travels in the task result; nothing of the failed start is left on disk.
         remove_quietly(paths.state, paths.socket, paths.log, paths.rotated_log)
         raise TunnelError.from_dict(report.get("error") or {})
-    report["status"]["pid"] = report.get("pid")
+    report["status"].update(pid=report.get("pid"), log=paths.log)
     return report["status"]
 
 

@@ -102,15 +102,23 @@ def parse_colon_forward(kind: str, value: object, field: str) -> Forward:
     listen: Endpoint
     destination: Endpoint | None = None
 
+    def missing_port(port: _Field, which: str, example: str) -> None:
+        # Name the part that is missing instead of "must be a port (got '127.0.0.1')" for the address in its place.
+        if port.bracketed or not port.text:
+            raise SpecError(field, text, f"lacks the {which} port; expected {example}")
+        if not port.text.isdigit() and not port.text.startswith("-"):
+            raise SpecError(field, text, f"lacks the {which} port: {port.text!r} stands where the port belongs; expected {example}")
+
     def tcp_listen(bind: _Field | None, port: _Field) -> Endpoint:
-        if port.bracketed:
-            raise SpecError(field, text, "has a bracketed port")
+        example = "[bind_address:]port" + ("" if kind == "dynamic" or (kind == "remote" and count <= 2) else ":host:hostport")
+        missing_port(port, "listen", example)
         host = DEFAULT_BIND if bind is None else bind_field(bind, field)
         return Endpoint(host=host, port=validate_port(port.text, field, allow_zero=True))
 
     def tcp_dest(host: _Field, port: _Field) -> Endpoint:
-        if port.bracketed or _is_path(host) or _is_path(port):
+        if _is_path(host) or _is_path(port):
             raise SpecError(field, text, "expects host:hostport as the destination")
+        missing_port(port, "destination", "[bind_address:]port:host:hostport")
         return Endpoint(host=validate_host(host.text, field), port=validate_port(port.text, field, allow_zero=False))
 
     def unix(item: _Field) -> Endpoint:

@@ -901,3 +901,20 @@ def test_forward_equality_ignores_nothing_but_password() -> None:
     b = Forward("dynamic", Endpoint("127.0.0.1", 1080), None, "v", "p1")
     assert a != b
     assert a.key() != b.key()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("local_forwards", "127.0.0.1:db.internal:5432", "lacks the listen port: '127.0.0.1' stands where the port belongs"),
+        ("local_forwards", "15432:db.internal:", "lacks the destination port"),
+        ("local_forwards", "15432:db.internal:postgres", "lacks the destination port: 'postgres' stands where the port belongs"),
+        ("dynamic_forwards", "localhost:", "lacks the listen port; expected [bind_address:]port"),
+        ("remote_forwards", "0.0.0.0", "lacks the listen port: '0.0.0.0'"),
+    ],
+)
+def test_an_incomplete_forward_names_the_missing_part(option: str, value: str, words: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_declaration(base(**{option: [value]}))
+    assert caught.value.field == f"{option}[0]"
+    assert words in str(caught.value), str(caught.value)
