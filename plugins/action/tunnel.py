@@ -33,11 +33,11 @@ class ActionModule(ActionBase):
         # First the conversions every Ansible user expects (-e ttl=60 arrives as the string "60"), with the
         # module's own argument spec; then the declaration grammar the module and the tunnel process use.
         converted = ArgumentSpecValidator(USER_ARGUMENT_SPEC).validate(args)
-        if converted.errors:
+        if converted.error_messages:
             # Ansible's own wording for unknown options, as a module without an action plugin would say it.
             messages = [
                 f"Unsupported parameters for (burrow.ssh.tunnel) module: {error}" if isinstance(error, UnsupportedError) else str(error)
-                for error in converted.errors
+                for error in converted.errors.errors
             ]
             result.update(failed=True, msg="; ".join(messages), errors=messages)
             return result
