@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: tunneled
 short_description: Run tasks over SSH through bastions, with connection-scoped forwards and reused sessions
-version_added: 1.0.0
+version_added: 0.1.0
 description:
   - Connects to the target host over SSH (paramiko), through the jump hosts listed in O(via), checking every hop's host key.
   - Runs commands (with privilege escalation and pipelining) and copies files over SFTP on the last hop.
