@@ -105,6 +105,27 @@ def test_bastion_database(sandbox_session: t.Any, postgres: t.Any, sandbox_inven
     assert wait_gone(state_dir)
 
 
+def test_bastion_database_stops_when_the_database_is_down(
+    sandbox_session: t.Any, sandbox_inventory: pathlib.Path, ansible_playbook: t.Any, state_dir: pathlib.Path
+) -> None:
+    # A loopback port nobody listens on: the tunnel comes up (its listener is local), the database does not answer.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    result = ansible_playbook(
+        "burrow.ssh.bastion_database",
+        sandbox_inventory,
+        {"bastion": "sandbox_sshd", "database_host": "127.0.0.1", "database_port": closed_port, "database_command": ["true"]},
+        env=_env(state_dir),
+    )
+    assert result.returncode != 0
+    check = _task(result, "Stop when the database does not answer through the tunnel")["localhost"]
+    assert check.get("failed") is True
+    assert f"127.0.0.1:{closed_port} does not answer through the tunnel" in check["msg"]
+    assert "Run the deployment step against the database" not in [task["task"]["name"] for play in result.json["plays"] for task in play["tasks"]]
+    assert wait_gone(state_dir)
+
+
 def wait_gone(state_dir: pathlib.Path, timeout: float = 15.0) -> bool:
     from engine_helpers import wait_until
 
