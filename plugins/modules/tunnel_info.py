@@ -125,6 +125,7 @@ tunnels:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import resolve_state_dir
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.summary import describe
@@ -141,8 +142,11 @@ def main() -> None:
     )
     state_dir = resolve_state_dir(module.params["state_dir"])
     name = module.params["name"]
-    handles = [TunnelHandle(state_dir, name)] if name else list_handles(state_dir)
-    tunnels = [handle.inspect(probe=module.params["probe"]) for handle in handles]
+    try:
+        handles = [TunnelHandle(state_dir, name)] if name else list_handles(state_dir)
+        tunnels = [handle.inspect(probe=module.params["probe"]) for handle in handles]
+    except TunnelError as exc:
+        module.fail_json(msg=str(exc), error=exc.to_dict())
     summary = [describe(report) for report in tunnels]
     module.exit_json(changed=False, tunnels=tunnels, summary=summary, msg="\n".join(summary) if summary else "no tunnels")
 

@@ -113,6 +113,12 @@ class ControlError(TunnelError):
     permanent = False
 
 
+class UntrustedState(TunnelError):
+    """A state directory or one of its entries is not this user's own (owner, mode or type): never read, signalled or trusted."""
+
+    kind = "untrusted_state"
+
+
 class RemoteFileNotFound(TunnelError):
     kind = "not_found"
 

@@ -19,9 +19,12 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import T
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
     TunnelPaths,
+    check_state_dir,
+    check_state_entry,
     list_tunnel_names,
     process_start_time,
-    read_text,
+    process_uid,
+    read_state_file,
     remove_quietly,
 )
 
@@ -32,10 +35,15 @@ class TunnelHandle:
     """What is known about one named tunnel on this host: its state file, its process, its socket."""
 
     def __init__(self, state_dir: str, name: str) -> None:
+        """Reads the state file; refuses (UntrustedState) a directory or entry that is not this user's own."""
         self.paths = TunnelPaths(state_dir, name)
         self.name = name
-        raw = read_text(self.paths.state)
         self.state: dict[str, t.Any] | None = None
+        self._socket_present = False
+        if not check_state_dir(state_dir):
+            return
+        raw = read_state_file(self.paths.state)
+        self._socket_present = check_state_entry(self.paths.socket, "socket")
         if raw:
             try:
                 self.state = json.loads(raw)
@@ -44,7 +52,7 @@ class TunnelHandle:
 
     @property
     def exists(self) -> bool:
-        return self.state is not None or os.path.exists(self.paths.socket)
+        return self.state is not None or self._socket_present
 
     @property
     def pid(self) -> int | None:
@@ -56,7 +64,8 @@ class TunnelHandle:
         pid = self.pid
         if pid is None or not self.state:
             return False
-        return process_start_time(pid) == self.state.get("start_time")
+        # The same process (start time, despite pid reuse) and this user's: never signal another user's process.
+        return process_start_time(pid) == self.state.get("start_time") and process_uid(pid) == os.getuid()
 
     def request(self, op: str, timeout: float = 15.0, **fields: t.Any) -> dict[str, t.Any]:
         return protocol.call(self.paths.socket, dict(fields, op=op), timeout, f"tunnel {self.name}")

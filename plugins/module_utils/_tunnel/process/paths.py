@@ -12,13 +12,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
 import stat
 import tempfile
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import UntrustedState
+
 # sun_path is 108 bytes on Linux and 104 on the BSDs; stay under the smaller one.
 MAX_SOCKET_PATH = 103
 STATE_SUFFIX = ".json"
+MAX_STATE_BYTES = 4 * 1024 * 1024
 
 
 def default_state_dir() -> str:
@@ -36,14 +40,89 @@ def resolve_state_dir(configured: str | None) -> str:
     return configured or default_state_dir()
 
 
+STATE_DIR_ADVICE = (
+    "Set state_dir to a directory of this user (after sudo -E or su without -, XDG_RUNTIME_DIR may still name the other "
+    "user's; BURROW_STATE_DIR or state_dir override it)"
+)
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_info(path: str, info: os.stat_result, what: str, want: t.Callable[[int], bool], type_name: str, loose_bits: int) -> None:
+    """Refuse an entry that is a symlink, of the wrong type, another user's, or open to group/others (loose_bits)."""
+    if stat.S_ISLNK(info.st_mode):
+        raise UntrustedState(f"{what} {path} is a symbolic link (owned by {_owner(info.st_uid)}); refusing to follow it", advice=STATE_DIR_ADVICE)
+    if not want(info.st_mode):
+        raise UntrustedState(f"{what} {path} is not a {type_name} (owned by {_owner(info.st_uid)})", advice="Remove it, or s" + STATE_DIR_ADVICE[1:])
+    if info.st_uid != os.getuid():
+        raise UntrustedState(
+            f"{what} {path} belongs to {_owner(info.st_uid)}, not to this user ({_owner(os.getuid())}); refusing to trust it",
+            advice=STATE_DIR_ADVICE,
+        )
+    if stat.S_IMODE(info.st_mode) & loose_bits:
+        raise UntrustedState(
+            f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o} (owned by {_owner(info.st_uid)}), open to group or others; refusing to trust it",
+            advice="Check that nothing in it was planted, then chmod go-rwx it, or s" + STATE_DIR_ADVICE[1:],
+        )
+
+
+def check_state_dir(path: str) -> bool:
+    """True if the state directory exists and is this user's own (not a symlink, a directory, not writable by others).
+
+    Every read of a state directory goes through this, not only spawn: a directory someone else can write to may hold
+    a planted state file (a pid to signal) or control socket (a forged answer).
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise UntrustedState(f"state directory {path} cannot be examined: {exc.strerror or exc}", advice=STATE_DIR_ADVICE) from exc
+    _check_info(path, info, "state directory", stat.S_ISDIR, "directory", 0o022)
+    return True
+
+
+def check_state_entry(path: str, kind: str) -> bool:
+    """True if the entry exists, is this user's own, of the kind (file | socket) and not open to others; never a symlink."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if kind == "socket":  # writable by others = others can connect; who serves it is checked on connect (SO_PEERCRED)
+        _check_info(path, info, "control socket", stat.S_ISSOCK, "socket", 0o022)
+    else:
+        _check_info(path, info, "state file", stat.S_ISREG, "regular file", 0o077)
+    return True
+
+
+def read_state_file(path: str) -> t.Optional[str]:
+    """The text of a state file, checked on the open descriptor (no symlink followed, no race between check and read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        check_state_entry(path, "file")  # says why (a symlink, a socket...) or, if it vanished meanwhile, nothing
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        _check_info(path, os.fstat(fd), "state file", stat.S_ISREG, "regular file", 0o077)
+        return handle.read(MAX_STATE_BYTES).decode("utf-8", errors="replace")
+
+
 def ensure_state_dir(path: str) -> str:
     path = os.path.abspath(os.path.expanduser(path))
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise NotADirectoryError(f"state directory {path} is not a directory")
-    if info.st_uid != os.getuid():
-        raise PermissionError(f"state directory {path} belongs to uid {info.st_uid}, not to this user ({os.getuid()})")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise UntrustedState(f"state directory {path} cannot be created: {exc.strerror or exc}", advice=STATE_DIR_ADVICE) from exc
+    # Group/other bits on this user's own directory are tightened here, as before; writable by others is refused.
+    _check_info(path, info, "state directory", stat.S_ISDIR, "directory", 0o022)
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path
@@ -66,7 +145,7 @@ class TunnelPaths:
 
 def list_tunnel_names(state_dir: str) -> list[str]:
     """Names with a state file, plus control sockets left behind without one (orphans to report and clean)."""
-    if not os.path.isdir(state_dir):
+    if not check_state_dir(state_dir):
         return []
     entries = os.listdir(state_dir)
     names = {entry[: -len(STATE_SUFFIX)] for entry in entries if entry.endswith(STATE_SUFFIX) and not entry.startswith(".")}
@@ -88,6 +167,18 @@ def process_start_time(pid: int) -> int | None:
         if fields[0] == "Z":
             return None
         return int(fields[19])
+    return None
+
+
+def process_uid(pid: int) -> int | None:
+    """The real uid of a process (from /proc/<pid>/status, readable even when the process is not dumpable)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
     return None
 
 
@@ -120,11 +211,3 @@ def remove_quietly(*paths: str) -> list[str]:
             os.unlink(path)
             removed.append(path)
     return removed
-
-
-def read_text(path: str) -> t.Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return None

@@ -15,10 +15,12 @@ The start report on the spawn pipe uses the same error envelope.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError, UntrustedState
 
 MAX_LINE_BYTES = 1024 * 1024
 
@@ -45,12 +47,26 @@ def failure(exc: BaseException) -> dict[str, t.Any]:
     return {"ok": False, "error": TunnelError.wrap(exc).to_dict()}
 
 
+def _check_peer(sock: socket.socket, path: str, who: str) -> None:
+    """The process behind a control socket must be this user's (SO_PEERCRED): a planted socket is never sent a request."""
+    peer_cred = getattr(socket, "SO_PEERCRED", None)
+    if peer_cred is None:  # not Linux: the socket's owner and mode were checked before connecting
+        return
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, peer_cred, struct.calcsize("3i")))
+    if uid != os.getuid():
+        raise UntrustedState(
+            f"{who}: control socket {path} is served by process {pid} of uid {uid}, not by this user (uid {os.getuid()}); refusing to trust it",
+            advice="Remove the socket, or set state_dir to a directory only this user can write to",
+        )
+
+
 def call(path: str, request: t.Mapping[str, t.Any], timeout: float, who: str) -> dict[str, t.Any]:
     """Send one request to the control socket at ``path``; the answer, or the TunnelError it carries."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        _check_peer(sock, path, who)
         sock.sendall(encode(request))
         data = read_line(sock)
     except (OSError, ValueError) as exc:
