@@ -27,6 +27,8 @@ import time
 import typing as t
 import urllib.request
 
+from procs import holders_of
+
 HERE = pathlib.Path(__file__).resolve().parent
 MARKER_SERVER = HERE / "marker_server.py"
 PLAYBOOKS = HERE / "playbooks"
@@ -293,22 +295,6 @@ def sample_idle_cpu(pids: list[int], seconds: float) -> dict[str, t.Any]:
         "percent_of_one_core": round(100 * total / elapsed, 3),
         "max_ticks_one_process": max(deltas.values(), default=0),
     }
-
-
-def holders_of(directory: pathlib.Path) -> list[int]:
-    """Processes with an open file under directory (the tunnel logs and control sockets are held open)."""
-    prefix = str(directory.resolve()) + os.sep
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{entry}/fd/{fd}").startswith(prefix):
-                        found.append(int(entry))
-                        break
-    return found
 
 
 def ss_lines(*filters: str) -> list[str]:

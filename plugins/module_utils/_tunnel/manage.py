@@ -9,13 +9,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import boot_id, process_start_time
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import name_lock
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
+    TunnelPaths,
+    boot_id,
+    check_state_dir,
+    ensure_state_dir,
+    process_start_time,
+)
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
 
@@ -82,6 +90,16 @@ def ensure_present(
     restart: bool = False,
     drain_timeout: float = 10.0,
 ) -> Outcome:
+    """Inspect, then create / replace / update, under the name's lock (check mode only reads, without it)."""
+    if not check_mode:
+        state_dir = ensure_state_dir(state_dir)
+    with contextlib.nullcontext() if check_mode else name_lock(TunnelPaths(state_dir, tunnel.name)):
+        return _decide_and_act(tunnel, state_dir, raw_forwards, check_mode, owner, restart, drain_timeout)
+
+
+def _decide_and_act(
+    tunnel: Tunnel, state_dir: str, raw_forwards: dict[str, list[t.Any]], check_mode: bool, owner: dict[str, t.Any] | None, restart: bool, drain_timeout: float
+) -> Outcome:
     handle = TunnelHandle(state_dir, tunnel.name)
     current = handle.inspect()
     desired_keys = _desired_keys(tunnel)
@@ -125,9 +143,10 @@ def ensure_absent(name: str, state_dir: str, *, check_mode: bool, drain_timeout:
         return Outcome(False, "absent", {"name": name, "status": "absent", "removed": []})
     before = "".join(_render((handle.state or {}).get("spec") or {"name": handle.name}, None) for handle in present)
     diff = {"before": before, "after": "", "before_header": f"tunnel {name} (running)", "after_header": f"tunnel {name} (absent)"}
-    if not check_mode:
+    if not check_mode and check_state_dir(state_dir):
         for handle in present:
-            handle.stop(deadline=drain_timeout)
+            with name_lock(handle.paths):
+                TunnelHandle(state_dir, handle.name).stop(deadline=drain_timeout)  # read again: another run may have replaced it
     return Outcome(True, "removed", {"name": name, "status": "absent", "removed": [handle.name for handle in present]}, diff)
 
 

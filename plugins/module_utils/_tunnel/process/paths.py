@@ -135,6 +135,7 @@ class TunnelPaths:
         self.state = os.path.join(state_dir, name + STATE_SUFFIX)
         self.log = os.path.join(state_dir, name + ".log")
         self.rotated_log = self.log + ".1"
+        self.lock = os.path.join(state_dir, "." + name + ".lock")
         socket_path = os.path.join(state_dir, name + ".sock")
         if len(socket_path.encode()) > MAX_SOCKET_PATH:
             socket_path = os.path.join(state_dir, "s-" + hashlib.sha256(name.encode()).hexdigest()[:16] + ".sock")
