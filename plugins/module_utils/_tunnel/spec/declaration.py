@@ -56,7 +56,11 @@ def _same_listener(first: Endpoint, second: Endpoint) -> bool:
 
 
 def _check_listeners(forwards: list[tuple[str, Forward]]) -> None:
-    """Two forwards that listen on the same address would fail at start (ExitOnForwardFailure): refuse now."""
+    """Two forwards that listen on the same address would fail at start (ExitOnForwardFailure): refuse now.
+
+    The same forward declared twice is refused too, port 0 included: it would bind two listeners, and only one can be
+    tracked (the other would keep forwarding after an update, unseen by tunnel_info).
+    """
     seen: list[tuple[str, str, Forward]] = []
     for field, forward in forwards:
         side = "server" if forward.kind == "remote" else "client"
@@ -64,6 +68,9 @@ def _check_listeners(forwards: list[tuple[str, Forward]]) -> None:
             if other_side == side and _same_listener(other.listen, forward.listen):
                 where = "on the server" if side == "server" else "on this host"
                 raise SpecError(field, str(forward.listen), f"listens on the same address {where} as {other_field} ({other.key()})")
+            if other.key() == forward.key():
+                reason = f"declares the same forward as {other_field} ({other.key()}): remove one of {other_field} and {field}"
+                raise SpecError(field, str(forward.listen), reason)
         seen.append((field, side, forward))
 
 
