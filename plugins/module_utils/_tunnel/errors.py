@@ -20,6 +20,22 @@ import typing as t
 SSHD_FORWARDING_HINT = "burrow.ssh.sshd_forwarding can change it"
 
 
+SECRET_KEYS = frozenset({"password", "socks_password", "private_key", "private_key_passphrase", "passphrase"})
+HIDDEN = "<hidden>"
+
+
+def redact(value: object) -> object:
+    """A value fit for an error message: secret keys of dicts (at any depth) shown as <hidden>.
+
+    Errors are shown where Ansible's no_log masking does not reach (the connection plugin, the broker's log).
+    """
+    if isinstance(value, dict):
+        return {key: HIDDEN if key in SECRET_KEYS and item is not None else redact(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(item) for item in value)
+    return value
+
+
 class TunnelError(Exception):
     """Base class: `kind` is a stable identifier shown to users and matched in tests."""
 
@@ -69,7 +85,7 @@ class SpecError(TunnelError, ValueError):
     kind = "invalid_option"
 
     def __init__(self, field: str, value: object, reason: str) -> None:
-        super().__init__(f"{field}: {reason} (got {value!r})", field=field)
+        super().__init__(f"{field}: {reason} (got {redact(value)!r})", field=field)
         self.value = value
         self.reason = reason
 

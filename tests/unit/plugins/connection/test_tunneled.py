@@ -246,3 +246,19 @@ def test_hop_keys_share_prefixes_and_separate_credentials(tmp_path: t.Any) -> No
     assert len({first, second, other_secret}) == 3
     assert server._hop_key("", bastion) == server._hop_key("", dict(bastion))
     assert "x" not in other_secret
+
+
+@pytest.mark.parametrize("option", ["remote_forwards", "reverse_socks"])
+def test_a_socks_password_is_never_in_a_forward_error(connection: t.Any, option: str) -> None:
+    """A SOCKS forward with a password but no listen_port: the error names the variable, not the password."""
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import parse_connection_forwards
+
+    connection.set_option(option, [{"socks_username": "alice", "socks_password": "socks-secret-pw"}])
+    with pytest.raises(SpecError) as refused:
+        parse_connection_forwards(connection._forwards())
+    assert f"burrow_{option}[0]: needs listen_port" in str(refused.value)
+    assert "socks-secret-pw" not in str(refused.value) and "<hidden>" in str(refused.value)
+    # What the plugin prints: the error as it comes back from the broker, through _fail.
+    with pytest.raises(AnsibleOptionsError) as shown:
+        connection._fail(TunnelError.from_dict(refused.value.to_dict()), "connecting to")
+    assert "socks-secret-pw" not in str(shown.value) and f"burrow_{option}[0]" in str(shown.value)
