@@ -15,6 +15,7 @@ import os
 import signal
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import disable_core_dumps
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.title import set_process_title
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import configure_threads
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import BrokerPaths, flock_with_deadline
@@ -43,6 +44,7 @@ def daemon_main(argv: list[str]) -> int:
         os._exit(0)  # the intermediate process: the spawner reaps it at once
     os.chdir("/")
     set_process_title(f"burrow-broker {paths.dir}")
+    disable_core_dumps()  # the broker holds the sessions' keys, passphrases and passwords in memory
     lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         # A previous broker may still be stopping (its socket already gone): wait for it a little.

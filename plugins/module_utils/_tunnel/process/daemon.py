@@ -28,7 +28,12 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths, process_start_time, write_private_file
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
+    TunnelPaths,
+    disable_core_dumps,
+    process_start_time,
+    write_private_file,
+)
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.title import set_process_title
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import module_forward_lists
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
@@ -55,10 +60,17 @@ def _release_freed_memory() -> None:
             _MALLOC_TRIM(0)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose files are 0600 from creation, the one recreated after rotation too."""
+
+    def _open(self) -> t.Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=getattr(self, "errors", None))
+
+
 def _setup_logging(path: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.close(fd)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=1)
+    handler = PrivateRotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=1)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -150,6 +162,7 @@ def _lifetime_reason(tunnel: Tunnel, status: dict[str, t.Any], owner: dict[str, 
 def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.Any] | None = None) -> int:
     """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
     set_process_title(f"burrow-tunnel {tunnel.name}")
+    disable_core_dumps()  # the process holds keys, passphrases and SOCKS passwords in memory
     _setup_logging(paths.log)
     log = logging.getLogger("burrow.daemon")
     stop_requested = threading.Event()

@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import pwd
+import resource
 import stat
 import tempfile
 import typing as t
@@ -181,6 +183,20 @@ def process_uid(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+PR_SET_DUMPABLE = 4
+
+
+def disable_core_dumps() -> None:
+    """No core file (RLIMIT_CORE 0) and not dumpable (no ptrace by the same user, /proc/<pid>/mem and environ root's).
+
+    For the long-lived processes that hold secrets in memory: the tunnel process and the session broker.
+    """
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def boot_id() -> str:
