@@ -63,6 +63,8 @@ HOP_SETTINGS: dict[str, t.Any] = {
     "use_agent": {"description": "Offer the keys of the ssh-agent in SSH_AUTH_SOCK.", "type": "boolean"},
     "host_key_checking": {"description": "Host key policy.", "enum": ["strict", "accept-new", "off"]},
     "known_hosts_file": {"description": "known_hosts file (default ~/.ssh/known_hosts).", "type": "string", "minLength": 1, "pattern": FILE_PATTERN},
+    "certificate_file": {"description": "OpenSSH user certificate for the key.", "type": "string", "minLength": 1, "pattern": FILE_PATTERN},
+    "proxy_command": {"description": "Command that carries the connection to the first hop (ProxyCommand).", "type": "string", "minLength": 1},
 }
 
 HOP_DICT: dict[str, t.Any] = {

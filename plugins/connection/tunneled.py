@@ -103,6 +103,8 @@ SESSION_OPTIONS = (
     "host_key_checking",
     "known_hosts_file",
     "host_key_fingerprint",
+    "proxy_command",
+    "certificate_file",
     "via",
     "ssh_config_file",
     "session_name",

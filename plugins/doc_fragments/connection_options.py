@@ -146,7 +146,10 @@ options:
       - name: BURROW_VIA
   ssh_config_file:
     description:
-      - OpenSSH client configuration read for C(ProxyJump) when O(via) is unset. V("") disables it.
+      - OpenSSH client configuration (with its C(Include) files) read for C(HostName), C(User), C(Port), C(IdentityFile),
+        C(CertificateFile), C(UserKnownHostsFile), C(ProxyCommand), and C(ProxyJump) when O(via) is unset. V("") disables it.
+      - docs/ssh-config.md lists the keywords honoured and ignored; one that changes where or how ssh connects and that
+        burrow cannot honour (such as C(ProxyUseFdpass yes)) is an error.
     type: str
     default: ~/.ssh/config
     vars:
@@ -179,8 +182,8 @@ options:
   known_hosts_file:
     description:
       - The known_hosts file of every hop that does not name its own.
+      - When unset, the hop's C(UserKnownHostsFile) from O(ssh_config_file), else C(~/.ssh/known_hosts).
     type: path
-    default: ~/.ssh/known_hosts
     env:
       - name: BURROW_KNOWN_HOSTS_FILE
     ini:
@@ -194,6 +197,23 @@ options:
     type: str
     vars:
       - name: burrow_host_key_fingerprint
+  proxy_command:
+    description:
+      - Command whose standard input and output carry the SSH connection to the first hop (the first of O(via), else the target)
+        instead of TCP, like OpenSSH C(ProxyCommand); C(%h), C(%p), C(%r), C(%n) and C(%%) are expanded. V(none) turns off
+        a C(ProxyCommand) from O(ssh_config_file), which is used otherwise.
+      - It runs without a shell unless it uses shell syntax, gets no C(ANSIBLE_*) or C(BURROW_*) environment variables and
+        never a password; the host key is checked as for any hop.
+    type: str
+    vars:
+      - name: burrow_proxy_command
+  certificate_file:
+    description:
+      - OpenSSH user certificate for the key of every hop that sets none. Without it, a C(-cert.pub) beside the key file
+        and C(CertificateFile) from O(ssh_config_file) are used. An expired certificate is not offered and the error says so.
+    type: path
+    vars:
+      - name: burrow_certificate_file
   remote_forwards:
     description:
       - Remote forwards (C(ssh -R) syntax V([bind:]port:host:hostport) or the dict form of M(burrow.ssh.tunnel)) that live with the connection to this host.

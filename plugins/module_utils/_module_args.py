@@ -34,6 +34,8 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "host_key_checking": {"type": "str", "choices": ["strict", "accept-new", "off"], "default": "strict"},
     "known_hosts_file": {"type": "path"},
     "host_key_fingerprint": {"type": "str", "no_log": False},
+    "certificate_file": {"type": "path"},
+    "proxy_command": {"type": "str"},
     "keepalive_interval": {"type": "int", "default": 5},
     "keepalive_count_max": {"type": "int", "default": 3},
     "connect_timeout": {"type": "int", "default": 10},

@@ -68,7 +68,7 @@ options:
       - Jump hosts before O(host), in order, like OpenSSH C(ProxyJump). Each item is C(user@host:port), an inventory
         host name, or a dict with C(host), C(port), C(user) and per-hop authentication and host key options
         (C(private_key_file), C(private_key), C(private_key_passphrase), C(password), C(use_agent),
-        C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint)).
+        C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint), C(certificate_file), C(proxy_command)).
       - A single string C(u1@j1:2221,u2@j2) is split on commas.
     type: list
     elements: raw
@@ -134,6 +134,22 @@ options:
     type: path
   host_key_fingerprint:
     description: Pin the host key of O(host) by its C(SHA256:) fingerprint instead of using known_hosts.
+    type: str
+  certificate_file:
+    description:
+      - OpenSSH user certificate for the private key of every hop that sets none (as C(ssh -o CertificateFile)).
+      - Without it, a C(-cert.pub) file beside a key file is used, and C(CertificateFile) from the ssh_config.
+      - A certificate that has expired, is not yet valid or is not for the user is not offered, and the error says why.
+    type: path
+  proxy_command:
+    description:
+      - Command whose standard input and output carry the SSH connection to the first hop instead of TCP, like
+        OpenSSH C(ProxyCommand) (C(ssh -W %h:%p bastion), C(aws ssm start-session ...), C(cloudflared access ssh ...)).
+      - Tokens C(%h) (host name), C(%p) (port), C(%r) (remote user), C(%n) (the name as given) and C(%%) are expanded.
+        V(none) turns off a C(ProxyCommand) from the ssh_config. Without it, the ssh_config's C(ProxyCommand) of the first hop is used.
+      - It runs without a shell unless it uses shell syntax (pipes, redirections, variables), gets no C(ANSIBLE_*) or
+        C(BURROW_*) environment variables and never a password or key; the host key is checked as for any hop.
+      - It applies to the first hop only (O(via[0]) or O(host)); a hop dict may set its own only when it is the first.
     type: str
   keepalive_interval:
     description: Seconds between keepalive requests that expect an answer.

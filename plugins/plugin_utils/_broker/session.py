@@ -20,7 +20,7 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_forward_lists, split_via
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop, validate_proxy_command
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Forward, Hop
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 
@@ -76,6 +76,7 @@ def build_session(options: t.Mapping[str, t.Any]) -> Session:
         "use_agent": options.get("use_agent"),
         "host_key_checking": host_key_checking(options.get("host_key_checking")),
         "known_hosts_file": options.get("known_hosts_file"),
+        "certificate_file": options.get("certificate_file"),
     }
     defaults = {key: value for key, value in defaults.items() if value is not None and value != ""}
     via = [parse_hop(entry, field, defaults) for field, entry in split_via(options.get("via"), "burrow_via") if _is_hop(entry, field)]
@@ -84,6 +85,12 @@ def build_session(options: t.Mapping[str, t.Any]) -> Session:
         if options.get(key):
             target_data[key] = options[key]
     target = parse_hop(target_data, "ansible_host", defaults)
+    if options.get("proxy_command"):
+        # burrow_proxy_command carries the connection to the first hop of the chain, as the tunnel's proxy_command.
+        if via and via[0].proxy_command is None:
+            via[0] = dataclasses.replace(via[0], proxy_command=validate_proxy_command(options["proxy_command"], "burrow_proxy_command"))
+        elif not via:
+            target = dataclasses.replace(target, proxy_command=validate_proxy_command(options["proxy_command"], "burrow_proxy_command"))
     ssh_config = SshConfig.load(str(options.get("ssh_config_file") or ""))
     owner = options.get("owner")
     return Session(

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
@@ -18,6 +19,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms impo
     parse_hop,
     parse_local_forward,
     parse_remote_forward,
+    validate_proxy_command,
 )
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import (
     HOP_DEFAULT_KEYS,
@@ -185,6 +187,10 @@ def parse_declaration(params: t.Mapping[str, t.Any], ignore: t.Iterable[str] = (
         # Tunnel-wide options are top-level fields: report 'port', not 'host.port'.
         short = exc.field[len("host.") :] if exc.field.startswith("host.") else exc.field
         raise SpecError(field_of.get(short, short), exc.value, exc.reason) from exc
+    if given("proxy_command") is not None and hops[0][1].proxy_command is None:
+        # A tunnel-wide proxy_command carries the connection to the first hop only.
+        first_field, first = hops[0]
+        hops[0] = (first_field, dataclasses.replace(first, proxy_command=validate_proxy_command(given("proxy_command"), "proxy_command")))
     _check_loops(hops)
 
     forwards = module_forward_lists(params)

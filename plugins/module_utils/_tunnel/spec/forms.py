@@ -123,7 +123,7 @@ def hop_from_fields(data: dict[str, t.Any], field: str) -> Hop:
         values["port"] = validate_port(data["port"], f"{field}.port", allow_zero=False)
     if data.get("user") is not None:
         values["user"] = validate_user(data["user"], f"{field}.user")
-    for key in ("private_key_file", "known_hosts_file"):
+    for key in ("private_key_file", "known_hosts_file", "certificate_file"):
         if data.get(key) is not None:
             values[key] = validate_file(data[key], f"{field}.{key}")
     for key in ("private_key", "private_key_passphrase", "password"):
@@ -135,7 +135,18 @@ def hop_from_fields(data: dict[str, t.Any], field: str) -> Hop:
         values["host_key_checking"] = validate_choice(data["host_key_checking"], f"{field}.host_key_checking", HOST_KEY_CHECKING)
     if data.get("host_key_fingerprint") is not None:
         values["host_key_fingerprint"] = validate_fingerprint(data["host_key_fingerprint"], f"{field}.host_key_fingerprint")
+    if data.get("proxy_command") is not None:
+        values["proxy_command"] = validate_proxy_command(data["proxy_command"], f"{field}.proxy_command")
     return Hop(**values)
+
+
+def validate_proxy_command(value: object, field: str) -> str:
+    """A ProxyCommand: one line of text. It is the user's own command, run as the user, like ssh's."""
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(field, value, "must be a non-empty command line (or none)")
+    if any(ord(char) < 32 and char != "\t" for char in value):
+        raise SpecError(field, value, "must be one line without NUL or other control characters")
+    return value.strip()
 
 
 def parse_hop(value: str | dict[str, t.Any], field: str = "via[0]", defaults: dict[str, t.Any] | None = None) -> Hop:

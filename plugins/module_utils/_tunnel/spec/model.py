@@ -50,9 +50,11 @@ HOP_KEYS = (
     "host_key_checking",
     "known_hosts_file",
     "host_key_fingerprint",
+    "certificate_file",
+    "proxy_command",
 )
-# Tunnel-wide settings that every hop inherits unless it sets its own.
-HOP_DEFAULT_KEYS = ("user", "private_key_file", "private_key", "private_key_passphrase", "password", "use_agent", "host_key_checking", "known_hosts_file")
+# Tunnel-wide settings that every hop inherits unless it sets its own (a tunnel-wide proxy_command is the first hop's).
+HOP_DEFAULT_KEYS = tuple(key for key in HOP_KEYS if key not in ("host", "port", "host_key_fingerprint", "proxy_command"))
 
 
 def format_host(host: str) -> str:
@@ -130,6 +132,11 @@ class Hop:
     host_key_checking: str = "strict"
     known_hosts_file: str | None = None
     host_key_fingerprint: str | None = None
+    # An OpenSSH user certificate for the hop's key (else the key's "-cert.pub" beside it is used when it exists).
+    certificate_file: str | None = None
+    # The command whose stdin/stdout carry the first hop's SSH connection instead of TCP (ssh's ProxyCommand);
+    # 'none' turns a configured one off. Tokens %h %p %r %n %% are expanded when the ssh_config is applied.
+    proxy_command: str | None = None
 
     def label(self) -> str:
         user = f"{self.user}@" if self.user else ""
@@ -149,6 +156,8 @@ class Hop:
             "host_key_checking": self.host_key_checking,
             "known_hosts_file": self.known_hosts_file,
             "host_key_fingerprint": self.host_key_fingerprint,
+            "certificate_file": self.certificate_file,
+            "proxy_command": self.proxy_command,
         }
 
 

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import io
 import os
+import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import AuthenticationFailed
@@ -64,13 +66,114 @@ def load_private_key(*, path: str | None = None, content: str | None = None, pas
     )
 
 
-def _candidate_keys(hop: Hop) -> list[tuple[str, t.Any]]:
+CERT_SUFFIX = "-cert.pub"
+# A certificate's fields after the key type's own public-key fields (PROTOCOL.certkeys).
+CERT_KEY_FIELDS = {
+    "ssh-ed25519-cert-v01@openssh.com": ("string",),
+    "ssh-rsa-cert-v01@openssh.com": ("mpint", "mpint"),
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com": ("string", "string"),
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com": ("string", "string"),
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com": ("string", "string"),
+}
+USER_CERT = 1
+
+
+def certificate_validity(blob: bytes) -> tuple[int, list[str], int, int]:
+    """(type, principals, valid_after, valid_before) of an OpenSSH certificate blob."""
+    message = paramiko.Message(blob)
+    kind = message.get_text()
+    fields = CERT_KEY_FIELDS.get(kind)
+    if fields is None:
+        raise ValueError(f"unsupported certificate type {kind}")
+    message.get_string()  # nonce
+    for field in fields:
+        message.get_mpint() if field == "mpint" else message.get_string()
+    message.get_int64()  # serial
+    cert_type = message.get_int()
+    message.get_string()  # key id
+    principals_blob = paramiko.Message(message.get_binary())
+    principals: list[str] = []
+    while principals_blob.get_remainder():
+        principals.append(principals_blob.get_text())
+    return cert_type, principals, message.get_int64(), message.get_int64()
+
+
+def _when(stamp: int) -> str:
+    if stamp >= 2**63:
+        return "forever"
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def attach_certificate(key: t.Any, key_source: str, hop: Hop, explicit: bool, notes: list[str]) -> tuple[str, t.Any] | None:
+    """The key with its certificate loaded: the hop's certificate_file, else the key file's "-cert.pub".
+
+    A certificate that is expired, not yet valid, not a user certificate or not for this user is not offered (a
+    server would only say "denied"): the reason goes to ``notes`` for the error message if authentication fails.
+    """
     label = hop.label()
+    path = hop.certificate_file if explicit else key_source + CERT_SUFFIX
+    if not path:
+        return None
+    expanded = os.path.expanduser(path)
+    if not explicit and not os.path.isfile(expanded):
+        return None
+    try:
+        blob = paramiko.PublicBlob.from_file(expanded)
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        raise AuthenticationFailed(
+            f"cannot read certificate_file {expanded} for {label}: {exc}", advice="give an OpenSSH certificate (-cert.pub)", hop=label
+        ) from exc
+    try:
+        cert_type, principals, valid_after, valid_before = certificate_validity(blob.key_blob)
+    except (ValueError, paramiko.SSHException) as exc:
+        raise AuthenticationFailed(f"cannot read certificate {expanded} for {label}: {exc}", hop=label) from exc
+    now = int(time.time())
+    user = hop.user or getpass.getuser()
+    problem = ""
+    if cert_type != USER_CERT:
+        problem = "is a host certificate, not a user certificate"
+    elif now >= valid_before:
+        problem = f"expired at {_when(valid_before)}"
+    elif now < valid_after:
+        problem = f"is not valid before {_when(valid_after)}"
+    elif principals and user not in principals:
+        problem = f"is not valid for user {user} (principals: {', '.join(principals)})"
+    if problem:
+        notes.append(f"the certificate {expanded} {problem}, so it was not offered")
+        return None
+    try:
+        key.load_certificate(expanded)
+    except (ValueError, paramiko.SSHException):
+        if not explicit:  # an explicit certificate_file may belong to another of the hop's keys
+            notes.append(f"the certificate {expanded} is not for the key {key_source}, so it was not offered")
+        return None
+    return f"{key_source} with certificate {path}", key
+
+
+def _with_certificates(hop: Hop, source: str, loader: t.Callable[[], t.Any], notes: list[str]) -> list[tuple[str, t.Any]]:
+    """A key as candidates: first with its certificate (when it has one), then plain, as ssh offers them."""
+    keys: list[tuple[str, t.Any]] = []
+    certified = None
+    if hop.certificate_file:
+        certified = attach_certificate(loader(), source, hop, True, notes)
+    if certified is None and source != "private_key":
+        certified = attach_certificate(loader(), source, hop, False, notes)
+    if certified is not None:
+        keys.append(certified)
+    keys.append((source, loader()))
+    return keys
+
+
+def _candidate_keys(hop: Hop, notes: list[str]) -> list[tuple[str, t.Any]]:
+    label = hop.label()
+    passphrase = hop.private_key_passphrase
     keys: list[tuple[str, t.Any]] = []
     if hop.private_key:
-        keys.append(("private_key", load_private_key(content=hop.private_key, passphrase=hop.private_key_passphrase, label=label)))
+        content = hop.private_key
+        keys.extend(_with_certificates(hop, "private_key", lambda: load_private_key(content=content, passphrase=passphrase, label=label), notes))
     if hop.private_key_file:
-        keys.append((hop.private_key_file, load_private_key(path=hop.private_key_file, passphrase=hop.private_key_passphrase, label=label)))
+        path = hop.private_key_file
+        keys.extend(_with_certificates(hop, path, lambda: load_private_key(path=path, passphrase=passphrase, label=label), notes))
     if hop.use_agent and os.environ.get("SSH_AUTH_SOCK"):
         try:
             agent = paramiko.Agent()
@@ -82,9 +185,10 @@ def _candidate_keys(hop: Hop) -> list[tuple[str, t.Any]]:
             expanded = os.path.expanduser(default)
             if os.path.exists(expanded):
                 try:
-                    keys.append((default, load_private_key(path=expanded, passphrase=hop.private_key_passphrase, label=label)))
+                    load_private_key(path=expanded, passphrase=hop.private_key_passphrase, label=label)
                 except AuthenticationFailed:
                     continue
+                keys.extend(_with_certificates(hop, default, lambda path=expanded: load_private_key(path=path, passphrase=passphrase, label=label), notes))
     return keys
 
 
@@ -93,7 +197,8 @@ def authenticate(transport: t.Any, hop: Hop) -> None:
     label = hop.label()
     tried: list[str] = []
     allowed: list[str] = []
-    for source, key in _candidate_keys(hop):
+    notes: list[str] = []
+    for source, key in _candidate_keys(hop, notes):
         try:
             remaining = transport.auth_publickey(user, key)
             if transport.is_authenticated():
@@ -128,8 +233,9 @@ def authenticate(transport: t.Any, hop: Hop) -> None:
     if not tried:
         tried.append("none (no key, agent key or password was available)")
     accepted = f"; the server accepts: {', '.join(allowed)}" if allowed else ""
+    noted = "".join(f"; {note}" for note in notes)
     raise AuthenticationFailed(
-        f"authentication failed for {user}@{hop.host}:{hop.port}; tried {', '.join(tried)}{accepted}",
+        f"authentication failed for {user}@{hop.host}:{hop.port}; tried {', '.join(tried)}{accepted}{noted}",
         advice="check private_key_file / private_key / password / use_agent for this hop and the server's authorized_keys",
         hop=label,
     )

@@ -27,6 +27,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.hostkeys im
     preferred_key_types,
     verify_host_key,
 )
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.proxy import ProxySocket, open_proxy_socket
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import (
     OPEN_FAILURE_REASONS,
     QUICKACK_OPTION,
@@ -106,6 +107,14 @@ def _handshake(sock: t.Any, hop: Hop, timeout: float) -> tuple[t.Any, list[str]]
         transport.start_client(timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         transport.close()
+        detail = sock.failure() if isinstance(sock, ProxySocket) else ""
+        sock.close()  # paramiko leaves it open when the handshake never started
+        if detail:
+            raise Unreachable(
+                f"SSH handshake with {hop.label()} through its ProxyCommand failed: {exc or type(exc).__name__}; {detail}",
+                advice="run the ProxyCommand by hand to see whether it reaches an SSH server",
+                hop=hop.label(),
+            ) from exc
         raise Unreachable(
             f"SSH handshake with {hop.label()} failed: {exc or type(exc).__name__}", advice="is an SSH server listening there?", hop=hop.label()
         ) from exc
@@ -114,6 +123,7 @@ def _handshake(sock: t.Any, hop: Hop, timeout: float) -> tuple[t.Any, list[str]]
         authenticate(transport, hop)
     except BaseException:
         transport.close()
+        sock.close()
         raise
     return transport, warnings
 
@@ -149,8 +159,10 @@ class ChainBuilder:
         """One more authenticated transport: to ``hop`` directly, or through ``previous`` (its transport and hop)."""
         timeout = self.connect_timeout
         try:
-            if previous is None:
-                sock: t.Any = _tcp_socket(hop, timeout)
+            if previous is None and hop.proxy_command:
+                sock: t.Any = open_proxy_socket(hop)
+            elif previous is None:
+                sock = _tcp_socket(hop, timeout)
             else:
                 sock = _channel_to_next_hop(previous[0], previous[1], hop, timeout)
             return _handshake(sock, hop, timeout)
