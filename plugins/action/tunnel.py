@@ -16,7 +16,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, tunnel_from_module
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import boot_id, process_start_time
-from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import resolve_tunnel_hops
+from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import TemplatedHostvars, resolve_tunnel_hops
 
 # What a task may set: lifetime_owner is set here, never by the user, so it is neither accepted nor listed.
 USER_ARGUMENT_SPEC = {key: value for key, value in TUNNEL_ARGUMENT_SPEC.items() if key != "lifetime_owner"}
@@ -43,7 +43,8 @@ class ActionModule(ActionBase):
             return result
         args = {key: converted.validated_parameters[key] for key in args}
         try:
-            args = resolve_tunnel_hops(args, task_vars.get("hostvars") or {})
+            hostvars = task_vars.get("hostvars")
+            args = resolve_tunnel_hops(args, TemplatedHostvars(hostvars, self._templar.template) if hostvars is not None else {})
         except ValueError as exc:
             result.update(failed=True, msg=f"invalid tunnel declaration: {exc}")
             return result

@@ -37,10 +37,43 @@ def _is_plain_name(entry: str) -> bool:
 
 
 def _inventory_host(hostvars: t.Any, name: str) -> t.Any:
+    """The variables of inventory host ``name``, or None. Only hosts listed in the inventory count: Ansible also answers
+    for the implicit localhost (127.0.0.1, ::1), which is an address here, not a host to take variables from."""
     try:
+        if name not in set(hostvars):
+            return None
         return hostvars.get(name)
     except (KeyError, TypeError):
         return None
+
+
+class TemplatedHostvars:
+    """hostvars for an action plugin: a host's raw variables, each templated when read.
+
+    An action plugin's hostvars template lazily, which ansible-core 2.19 allows only inside a templating context;
+    reading the raw value and templating it with the task's templar works on every supported version.
+    """
+
+    def __init__(self, hostvars: t.Any, template: t.Callable[[t.Any], t.Any]) -> None:
+        self._hostvars = hostvars
+        self._template = template
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(self._hostvars)
+
+    def get(self, name: str) -> t.Any:
+        raw = self._hostvars.raw_get(name) if hasattr(self._hostvars, "raw_get") else self._hostvars.get(name)
+        return None if raw is None else _TemplatedVars(raw, self._template)
+
+
+class _TemplatedVars:
+    def __init__(self, raw: t.Mapping[str, t.Any], template: t.Callable[[t.Any], t.Any]) -> None:
+        self._raw = raw
+        self._template = template
+
+    def get(self, key: str) -> t.Any:
+        value = self._raw.get(key)
+        return None if value is None else self._template(value)
 
 
 def _hop_of(name: str, host_vars: t.Any) -> dict[str, t.Any]:

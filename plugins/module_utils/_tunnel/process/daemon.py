@@ -28,6 +28,7 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import remove_lock_file_if_free
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
     TunnelPaths,
     disable_core_dumps,
@@ -232,4 +233,5 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     for path in (paths.state, paths.log, paths.rotated_log):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+    remove_lock_file_if_free(paths)
     return 0

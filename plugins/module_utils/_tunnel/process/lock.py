@@ -71,3 +71,17 @@ def name_lock(paths: TunnelPaths, timeout: float = LOCK_TIMEOUT) -> t.Iterator[N
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(paths.lock)
         os.close(fd)
+
+
+def remove_lock_file_if_free(paths: TunnelPaths) -> None:
+    """A tunnel that ends on its own (play over, ttl, idle) removes its name's lock file, unless a run holds it now.
+
+    The lock is taken without waiting: a run that holds it removes the file itself when it leaves no tunnel behind.
+    """
+    with contextlib.suppress(OSError, ControlError, UntrustedState):
+        fd = _open_locked(paths.lock, time.monotonic())
+        try:
+            if not os.path.lexists(paths.state):
+                os.unlink(paths.lock)
+        finally:
+            os.close(fd)
