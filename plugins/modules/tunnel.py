@@ -307,7 +307,7 @@ tunnel:
       type: str
       sample: /run/user/1000/burrow/appdb.log
 msg:
-  description: One line for a person to read (C(-v) shows it): status, hops, listeners and destinations, connections.
+  description: One line for a person to read, shown by C(-v) (status, hops, listeners and destinations, connections).
   returned: when O(state=present) or O(state=restarted)
   type: str
   sample: "appdb: up 0s via deploy@bastion.example.com:22; -L 127.0.0.1:40123 -> db.internal:5432; 0 connections (0 active)"
