@@ -113,7 +113,10 @@ tunnels:
       type: float
       sample: 12.5
     probe:
-      description: With O(probe=true), per forward C(ok), C(latency_ms) or C(error).
+      description:
+        - With O(probe=true), per forward C(ok), C(latency_ms) or C(error).
+        - A local forward opens a channel to its destination through the server. A remote forward is C(ok) only if the server
+          holds its listener and its destination answers a connection from the side that runs the tunnel (C(destination_ok)).
       type: list
       elements: dict
       sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "ok": true, "latency_ms": 1.2}]

@@ -645,3 +645,17 @@ def test_unreachable_hops_are_named(sshd: t.Any, echo: LoopbackServer) -> None:
     beyond = tunnel_for(sshd, name="beyond", via=[hop], port=closed, dynamic_forwards=["127.0.0.1:0"])
     with pytest.raises(Unreachable, match=f"jump host .*{sshd.port} cannot reach the next hop .*{closed}: connect failed"):
         TunnelEngine(beyond).start()
+
+
+def test_probe_of_a_remote_forward_checks_its_local_destination(sshd: t.Any) -> None:
+    with LoopbackServer(echo_handler) as destination:
+        with running(tunnel_for(sshd, remote_forwards=[f"127.0.0.1:0:127.0.0.1:{destination.port}"])) as engine:
+            result = engine.probe()[0]
+            assert result["ok"] is True and result["destination_ok"] is True, result
+            destination_port = destination.port
+            destination.stop()
+            result = engine.probe()[0]
+            assert result["ok"] is False and result["destination_ok"] is False, result
+            assert f"cannot connect to 127.0.0.1:{destination_port}" in result["error"]
+            assert "registered on the server" in result["error"]
+            assert engine.state == "up"

@@ -237,19 +237,12 @@ class ForwardRuntime:
                 request = None
                 target = destination
             try:
-                if target.is_unix():
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(self.owner.connect_timeout)
-                    sock.connect(str(target.path))
-                else:
-                    sock = socket.create_connection((str(target.host), int(target.port or 0)), timeout=self.owner.connect_timeout)
-                    tune_socket(sock)
-                sock.settimeout(None)
-            except OSError as exc:
+                sock = self.connect_destination(target)
+            except TunnelError:
                 if request is not None:
                     with contextlib.suppress(Exception):
                         socks.reply_failure(channel, request, socks.REPLY_CONNECTION_REFUSED)
-                raise TunnelError(f"{self.key}: cannot connect to {target}: {exc.strerror or exc}") from exc
+                raise
             if request is not None:
                 socks.reply_success(channel, request)
                 leftover = request.leftover
@@ -264,6 +257,28 @@ class ForwardRuntime:
                 sock.sendall(leftover)
         # For a remote forward the SSH channel is the client side and the socket is the destination.
         relay(channel, sock, self.counters)
+
+    def connect_destination(self, target: Endpoint) -> socket.socket:
+        """A connection from this side to a remote forward's destination; TunnelError naming it when it is down."""
+        try:
+            if target.is_unix():
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(self.owner.connect_timeout)
+                    sock.connect(str(target.path))
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection((str(target.host), int(target.port or 0)), timeout=self.owner.connect_timeout)
+                tune_socket(sock)
+            sock.settimeout(None)
+        except OSError as exc:
+            raise TunnelError(
+                f"{self.key}: cannot connect to {target}: {exc.strerror or exc}",
+                advice="the destination of a remote forward is reached from the side that runs the tunnel; is it up there?",
+            ) from exc
+        return sock
 
     def cancel_remote(self, transport: t.Any) -> None:
         if self.bound is None or not transport.is_active():
@@ -472,7 +487,25 @@ class ForwardSet:
             elif runtime.forward.kind == "dynamic":
                 result.update({"ok": self.connected.is_set() and runtime.listener is not None, "detail": "SOCKS listener accepting; destinations vary"})
             else:
-                ok = self.connected.is_set() and runtime.active
-                result.update({"ok": ok, "detail": "remote listener registered on the server" if ok else "remote listener not registered"})
+                result.update(self._probe_remote(runtime))
             results.append(result)
         return results
+
+    def _probe_remote(self, runtime: ForwardRuntime) -> dict[str, t.Any]:
+        """A remote forward works end to end only if the server holds its listener and this side reaches its destination."""
+        registered = self.connected.is_set() and runtime.active
+        destination = runtime.forward.destination
+        if destination is None:
+            detail = "remote SOCKS listener registered on the server; destinations vary"
+            return {"ok": registered, "detail": detail if registered else "remote listener not registered"}
+        started = time.monotonic()
+        try:
+            runtime.connect_destination(destination).close()
+        except TunnelError as exc:
+            state = "registered on the server" if registered else "not registered on the server"
+            return {"ok": False, "destination_ok": False, "error": f"remote listener {state}, but {exc}"}
+        latency = round((time.monotonic() - started) * 1000, 2)
+        if not registered:
+            return {"ok": False, "destination_ok": True, "latency_ms": latency, "detail": "remote listener not registered"}
+        detail = "remote listener registered on the server; destination reachable from this side"
+        return {"ok": True, "destination_ok": True, "latency_ms": latency, "detail": detail}
