@@ -184,7 +184,10 @@ options:
     description: Stop the tunnel after this many seconds without any connection through it.
     type: int
   drain_timeout:
-    description: On stop, how long active connections may finish before they are closed.
+    description:
+      - On stop (O(state=absent), or a replace), how many seconds active connections may finish on their own.
+      - Connections still active then are cut with a reset (TCP RST to local clients, a channel close without end of file
+        on the server's side), so that no client takes a cut transfer for a complete one; C(tunnel.cut_connections) counts them.
     type: int
     default: 10
   state_dir:
@@ -306,6 +309,13 @@ tunnel:
       description: The tunnel process's log file (mode 0600, in the state directory).
       type: str
       sample: /run/user/1000/burrow/appdb.log
+    cut_connections:
+      description:
+        - With O(state=absent), how many connections were still active after O(drain_timeout) and were cut (reset), summed
+          over the tunnels removed. V(0) when every connection ended on its own.
+      returned: when O(state=absent)
+      type: int
+      sample: 0
 msg:
   description: One line for a person to read, shown by C(-v) (status, hops, listeners and destinations, connections).
   returned: when O(state=present) or O(state=restarted)
@@ -348,6 +358,11 @@ def main() -> None:
     try:
         if params["state"] == "absent":
             outcome = manage.ensure_absent(params["name"], state_dir, check_mode=module.check_mode, drain_timeout=params["drain_timeout"])
+            if outcome.report.get("cut_connections"):
+                module.warn(
+                    f"cut {outcome.report['cut_connections']} connection(s) still active after drain_timeout ({params['drain_timeout']} s); "
+                    "their clients saw a reset, not an end of stream. Raise drain_timeout to let transfers finish"
+                )
             module.exit_json(changed=outcome.changed, action=outcome.action, removed=outcome.report["removed"], tunnel=outcome.report, diff=outcome.diff or {})
         tunnel = declaration_from_module(params)
         # Secrets nested in list elements (per-hop credentials, SOCKS passwords) are elements of str-or-dict lists, which

@@ -9,11 +9,14 @@ import os
 import signal
 import socket
 import stat
+import threading
 import typing as t
 
-from engine_helpers import wait_until
+import pytest
+from engine_helpers import LoopbackServer, recv_all, wait_until
 from test_engine import tunnel_for
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.manage import ensure_absent
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import process_start_time
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
@@ -77,3 +80,31 @@ def test_failed_start_leaves_nothing(sshd: t.Any, tmp_path: t.Any) -> None:
     finally:
         holder.close()
     assert os.listdir(state_dir) == []
+
+
+def test_absent_during_a_transfer_resets_the_client_and_counts_the_cut(sshd: t.Any, tmp_path: t.Any) -> None:
+    state_dir = str(tmp_path / "state")
+    stop_source = threading.Event()
+
+    def endless_source(conn: socket.socket) -> None:
+        block = b"x" * 65536
+        while not stop_source.is_set():
+            conn.sendall(block)
+
+    with LoopbackServer(endless_source) as source:
+        status = spawn(tunnel_for(sshd, name="transfer", local_forwards=[f"0:127.0.0.1:{source.port}"]), state_dir)
+        port = int(status["forwards"][0]["bound_port"])
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            assert len(recv_all(client, limit=1024 * 1024)) >= 1024 * 1024, "the transfer is under way"
+            outcome = ensure_absent("transfer", state_dir, check_mode=False, drain_timeout=1)
+            assert outcome.report["cut_connections"] == 1, outcome.report
+            # The client never sees a clean end of stream: whatever was in flight, then a reset.
+            with pytest.raises(ConnectionResetError):
+                while client.recv(1024 * 1024):
+                    pass
+        finally:
+            stop_source.set()
+            client.close()
+    assert wait_until(lambda: process_start_time(int(status["pid"])) is None, 5)
+    assert os.listdir(state_dir) == [] or os.listdir(state_dir) == ["transfer.lock"]

@@ -28,6 +28,8 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport i
 LOG = logging.getLogger("burrow.tunnel")
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
+# After cutting the connections left at the end of the drain time, how long their relays get to finish.
+CUT_GRACE = 2.0
 
 
 class TunnelEngine:
@@ -46,6 +48,7 @@ class TunnelEngine:
         self.warnings: list[str] = []
         self.started_at = time.time()
         self.connected_at = 0.0
+        self.cut_connections = 0
         self.stopping = threading.Event()
         self._lock = self.forward_set.lock
         self._supervisor: threading.Thread | None = None
@@ -87,16 +90,28 @@ class TunnelEngine:
         self.forward_set.attach(chain)
         LOG.info("connected to %s through %d hop(s)", self.target_label, len(chain.transports) - 1)
 
-    def stop(self, deadline: float = 10.0) -> None:
-        """Stop accepting, let active connections drain until the deadline, then close everything."""
+    def stop(self, deadline: float = 10.0) -> int:
+        """Stop accepting, let active connections drain until the deadline, then cut the rest and close everything.
+
+        Returns how many connections were cut. They are reset (RST), not closed, so that no client takes a cut
+        transfer for a complete one.
+        """
         self.stopping.set()
         self.state = "stopping"
         self.forward_set.stop_accepting()
         end = time.monotonic() + max(0.0, deadline)
         while time.monotonic() < end and self.forward_set.connections_active():
             time.sleep(0.05)
+        cut = self.forward_set.reset_connections()
+        if cut:
+            LOG.warning("cut %d connection(s) still active after the drain time of %g s", cut, deadline)
+            end = time.monotonic() + CUT_GRACE
+            while time.monotonic() < end and self.forward_set.connections_active():
+                time.sleep(0.05)
+        self.cut_connections = cut
         self._teardown()
         self.state = "stopped"
+        return cut
 
     def _teardown(self) -> None:
         chain = self.chain

@@ -398,6 +398,17 @@ class ForwardSet:
             if runtime.listener is not None:
                 runtime.listener.close()
 
+    def reset_connections(self) -> int:
+        """Cut every relayed connection still running (RST to sockets, CLOSE without EOF to channels); how many were cut."""
+        cut = 0
+        for runtime in list(self.forwards.values()):
+            with runtime.counters._lock:
+                live = list(runtime.counters.live)
+            for connection in live:
+                connection.reset()
+                cut += 1
+        return cut
+
     def connections_active(self) -> int:
         return sum(runtime.counters.connections_active for runtime in list(self.forwards.values()))
 

@@ -143,11 +143,15 @@ def ensure_absent(name: str, state_dir: str, *, check_mode: bool, drain_timeout:
         return Outcome(False, "absent", {"name": name, "status": "absent", "removed": []})
     before = "".join(_render((handle.state or {}).get("spec") or {"name": handle.name}, None) for handle in present)
     diff = {"before": before, "after": "", "before_header": f"tunnel {name} (running)", "after_header": f"tunnel {name} (absent)"}
+    cut = 0
     if not check_mode and check_state_dir(state_dir):
         for handle in present:
             with name_lock(handle.paths):
-                TunnelHandle(state_dir, handle.name).stop(deadline=drain_timeout)  # read again: another run may have replaced it
-    return Outcome(True, "removed", {"name": name, "status": "absent", "removed": [handle.name for handle in present]}, diff)
+                current = TunnelHandle(state_dir, handle.name)  # read again: another run may have replaced it
+                current.stop(deadline=drain_timeout)
+                cut += current.cut_connections
+    report = {"name": name, "status": "absent", "removed": [handle.name for handle in present], "cut_connections": cut}
+    return Outcome(True, "removed", report, diff)
 
 
 def owner_for(params: dict[str, t.Any]) -> dict[str, t.Any] | None:

@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import stat
+import struct
 import threading
 import time
 import typing as t
@@ -44,6 +45,7 @@ class Counters:
         self.bytes_in = 0
         self.last_error = ""
         self.last_activity = time.time()
+        self.live: set[Connection] = set()  # relays in progress, so a stop can cut them
 
     def opened(self) -> None:
         with self._lock:
@@ -93,6 +95,29 @@ def _close_quietly(thing: t.Any) -> None:
         thing.close()
 
 
+class Connection:
+    """One relayed connection, registered while it runs so that a stop past its drain time can cut it."""
+
+    def __init__(self, client: t.Any, channel: t.Any) -> None:
+        self.ends = (client, channel)
+        self.cut = threading.Event()
+
+    def reset(self) -> None:
+        """Cut without an orderly end: a socket end gets a TCP RST (SO_LINGER 0), a channel end CLOSE without EOF.
+
+        A cut transfer must never look complete to the far end, as a clean EOF would.
+        """
+        self.cut.set()
+        for end in self.ends:
+            with contextlib.suppress(Exception):
+                if hasattr(end, "shutdown_write"):
+                    end.eof_sent = True  # paramiko then sends only CHANNEL_CLOSE
+                    end.close()
+                else:
+                    end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    end.shutdown(socket.SHUT_RD)  # wakes a blocked recv; sends nothing; the close then sends RST
+
+
 def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b"") -> None:
     """Move bytes both ways until both directions ended; closes both ends. Blocking.
 
@@ -101,6 +126,9 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
     """
     finished = threading.Event()
     state = {"in": 0, "broken": False}
+    connection = Connection(client, channel)
+    with counters._lock:
+        counters.live.add(connection)
 
     def downstream() -> None:
         received = 0
@@ -111,6 +139,8 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
                     break
                 client.sendall(data)
                 received += len(data)
+            if connection.cut.is_set():
+                return
             _half_close(client)
             # The peer ended its direction; if it closes the channel entirely, stop waiting for the client.
             while not finished.is_set() and not _fully_closed(channel):
@@ -119,8 +149,9 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
                 _abort(client)
         except Exception:  # any failure of one connection ends only that connection
             state["broken"] = True
-            _abort(client)
-            _abort(channel)
+            if not connection.cut.is_set():  # a cut connection must not get a FIN before its RST
+                _abort(client)
+                _abort(channel)
         finally:
             state["in"] = received
 
@@ -136,17 +167,21 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
                 break
             channel.sendall(data)
             sent += len(data)
-        _half_close(channel)
+        if not connection.cut.is_set():
+            _half_close(channel)
     except Exception:  # e.g. RST from the client: end this connection only
         state["broken"] = True
-        _abort(channel)
-        _abort(client)
+        if not connection.cut.is_set():
+            _abort(channel)
+            _abort(client)
     finished.set()
     reader.join()
     # Closing from the forwarding side (not waiting for the server's CLOSE) avoids paramiko's
     # rekey-during-close deadlock (paramiko #822, reproduced in research/performance-anchors.md).
     _close_quietly(channel)
     _close_quietly(client)
+    with counters._lock:
+        counters.live.discard(connection)
     counters.closed(sent, int(state["in"]))
 
 

@@ -38,6 +38,7 @@ class TunnelHandle:
         """Reads the state file; refuses (UntrustedState) a directory or entry that is not this user's own."""
         self.paths = TunnelPaths(state_dir, name)
         self.name = name
+        self.cut_connections = 0  # set by stop(): connections still active after the drain time, reset
         self.state: dict[str, t.Any] | None = None
         self._socket_present = False
         if not check_state_dir(state_dir):
@@ -103,9 +104,12 @@ class TunnelHandle:
         """Stop the process (drain up to deadline, then force) and remove its files. True if anything existed."""
         existed = self.exists
         pid = self.pid if self.process_alive() else None
+        self.cut_connections = 0
         if pid is not None:
             try:
-                self.request("stop", timeout=5, deadline=deadline)
+                # Answered once the process has stopped, with the number of connections it cut after the drain time.
+                answer = self.request("stop", timeout=deadline + 10, deadline=deadline, wait=True)
+                self.cut_connections = int(answer.get("cut_connections") or 0)
             except TunnelError:
                 signal_quietly(pid, signal.SIGTERM)
             if not _wait_gone(pid, self.state.get("start_time") if self.state else None, deadline + KILL_GRACE):

@@ -46,6 +46,8 @@ LOG_MAX_BYTES = 1024 * 1024
 # Stop requests do not wait for it: they set the event the loop sleeps on.
 LIFETIME_POLL_INTERVAL = 2.0
 IDLE_POLL_INTERVAL = 10.0
+# A stop request that waits for the result is answered within its drain time plus this (cutting and closing).
+STOP_REPLY_GRACE = 5.0
 
 try:  # glibc only; elsewhere freed memory is simply not handed back early
     _MALLOC_TRIM: t.Any = ctypes.CDLL(None).malloc_trim
@@ -88,6 +90,9 @@ class ControlServer:
         self.engine = engine
         self.stop_requested = stop_requested
         self.stop_deadline = stop_deadline
+        self.stopped = threading.Event()
+        self._replies = threading.Condition()
+        self._waiting = 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -133,9 +138,28 @@ class ControlServer:
             return {"ok": True, "delta": delta, "status": self.engine.status()}
         if op == "stop":
             self.stop_deadline[0] = float(request.get("deadline", 10))
+            if not request.get("wait"):
+                self.stop_requested.set()
+                return {"ok": True}
+            # The caller wants to know what the stop cut: answer once the engine has stopped.
+            with self._replies:
+                self._waiting += 1
             self.stop_requested.set()
-            return {"ok": True}
+            try:
+                self.stopped.wait(self.stop_deadline[0] + STOP_REPLY_GRACE)
+                return {"ok": True, "stopped": self.stopped.is_set(), "cut_connections": self.engine.cut_connections}
+            finally:
+                with self._replies:
+                    self._waiting -= 1
+                    self._replies.notify_all()
         raise ValueError(f"unknown op {op!r}")
+
+    def finish(self) -> None:
+        """The engine stopped: answer the stop requests that wait for it (briefly), then close."""
+        self.stopped.set()
+        with self._replies:
+            self._replies.wait_for(lambda: self._waiting == 0, timeout=STOP_REPLY_GRACE)
+        self.close()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -226,7 +250,7 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
             trimmed_at = time.time()
     log.info("stopping: %s", reason or "stop requested")
     engine.stop(deadline=stop_deadline[0])
-    server.close()
+    server.finish()
     log.info("stopped")
     logging.shutdown()
     # A tunnel that ends (absent, play over, ttl, idle) leaves nothing on disk.
