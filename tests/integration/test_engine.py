@@ -661,3 +661,48 @@ def test_probe_of_a_remote_forward_checks_its_local_destination(sshd: t.Any) -> 
             assert f"cannot connect to 127.0.0.1:{destination_port}" in result["error"]
             assert "registered on the server" in result["error"]
             assert engine.state == "up"
+
+
+@contextlib.contextmanager
+def frozen_sessions(server: t.Any) -> t.Iterator[list[int]]:
+    """SIGSTOP the server's per-connection processes: a half-dead session that still holds its -R listeners."""
+    assert wait_until(lambda: bool(server.child_pids()), 5)
+    children = server.child_pids()
+    for pid in children:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield children
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_remote_port_held_by_the_earlier_session_is_retried_while_other_forwards_stay_up(sandbox: t.Any, echo: LoopbackServer) -> None:
+    server = sandbox.start_sshd()
+    remote_port = _free_port()
+    tunnel = tunnel_for(server, local_forwards=[f"0:127.0.0.1:{echo.port}"], remote_forwards=[f"127.0.0.1:{remote_port}:127.0.0.1:{echo.port}"])
+    with running(tunnel) as engine:
+        with frozen_sessions(server):
+            # The new session's tcpip-forward is refused while the frozen one holds the port: retried, not fatal.
+            assert wait_until(lambda: engine.last_error is not None and engine.last_error.kind == "remote_port_held", 20), engine.status()
+            status = engine.status()
+            assert status["status"] == "reconnecting"
+            assert f"remote port {remote_port} still held by an earlier session" in status["last_error"]["message"]
+            assert echo_roundtrip(bound(engine, 0), b"local meanwhile") == b"local meanwhile", "the -L forward is up meanwhile"
+            assert engine.state == "reconnecting", "still retrying the held port"
+        # Thawed, the old session finds its client gone and exits (what ClientAlive eviction does): the port comes back.
+        assert wait_until(lambda: engine.state == "up" and engine.reconnects == 1, 30), engine.status()
+        assert echo_roundtrip(("127.0.0.1", remote_port), b"remote again") == b"remote again"
+
+
+def test_remote_port_held_past_the_wait_takes_the_tunnel_down_with_advice(sandbox: t.Any, echo: LoopbackServer) -> None:
+    server = sandbox.start_sshd()
+    remote_port = _free_port()
+    with running(tunnel_for(server, remote_forwards=[f"127.0.0.1:{remote_port}:127.0.0.1:{echo.port}"])) as engine:
+        engine.held_port_wait = 3
+        with frozen_sessions(server):
+            assert wait_until(lambda: engine.state == "down", 30), engine.status()
+        assert engine.last_error is not None and engine.last_error.kind == "forward_refused"
+        assert f"remote port {remote_port} after 3 s" in engine.last_error.message
+        assert "ClientAliveInterval" in engine.last_error.advice

@@ -18,7 +18,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ConnectionLost, NotSupported, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ConnectionLost, ForwardRefused, NotSupported, RemotePortHeld, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime, ForwardSet
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import configure_threads, start_thread
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward, Tunnel
@@ -30,6 +30,12 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 # After cutting the connections left at the end of the drain time, how long their relays get to finish.
 CUT_GRACE = 2.0
+# After a reconnect, how long a remote forward refused by the server is retried: our earlier, half-dead session may
+# still hold its port. sshd drops such a session after ClientAliveInterval x ClientAliveCountMax (CountMax defaults to
+# 3); 300 s covers intervals up to 100 s. With ClientAlive off only TCP keepalive evicts it (hours): the tunnel then
+# goes down with advice to set ClientAliveInterval. Documented in docs/reliability.md.
+HELD_PORT_WAIT = 300.0
+HELD_PORT_BACKOFF_MAX = 10.0
 
 
 class TunnelEngine:
@@ -49,6 +55,7 @@ class TunnelEngine:
         self.started_at = time.time()
         self.connected_at = 0.0
         self.cut_connections = 0
+        self.held_port_wait = HELD_PORT_WAIT
         self.stopping = threading.Event()
         self._lock = self.forward_set.lock
         self._supervisor: threading.Thread | None = None
@@ -165,7 +172,9 @@ class TunnelEngine:
         while not self.stopping.is_set():
             try:
                 self._connect()
-                self.forward_set.rerequest_remote()
+                held = self.forward_set.rerequest_remote()
+                if held and not self._wait_for_held_ports(held):
+                    return not self.stopping.is_set() and self.state != "down"
                 with self._lock:
                     self.reconnects += 1
                     self.state = "up"
@@ -187,6 +196,53 @@ class TunnelEngine:
                 return False
             delay = min(delay * 2, BACKOFF_MAX)
         return False
+
+    def _wait_for_held_ports(self, held: list[ForwardRuntime]) -> bool:
+        """Retry remote forwards whose port an earlier session still holds, on the new connection, with backoff.
+
+        The other forwards are up meanwhile (the chain is attached); the status is ``reconnecting``. True once every
+        port is back; False when the connection dropped again (the caller reconnects) or the wait ran out (down).
+        """
+        give_up = time.monotonic() + self.held_port_wait
+        delay = BACKOFF_INITIAL
+        while held:
+            ports = ", ".join(str(runtime.bound.port if runtime.bound else "?") for runtime in held)
+            error = RemotePortHeld(
+                f"remote port {ports} still held by an earlier session on {self.target_label}",
+                advice="the server keeps a half-dead session's listeners until its ClientAliveInterval x ClientAliveCountMax "
+                f"evicts it; retrying for up to {self.held_port_wait:g} s while the other forwards stay up",
+            )
+            with self._lock:
+                self.last_error = error
+                self.state = "reconnecting"
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                final = ForwardRefused(
+                    f"server {self.target_label} still refused remote port {ports} after {self.held_port_wait:g} s of retries since the reconnect",
+                    advice="an earlier session may still hold it: set sshd's ClientAliveInterval (and ClientAliveCountMax) so half-dead "
+                    "sessions are evicted sooner, or stop what holds the port on the server; then run the task again",
+                )
+                LOG.error("giving up: %s", final)
+                with self._lock:
+                    self.last_error = final
+                    self.state = "down"
+                self.forward_set.detach()
+                self._teardown()
+                return False
+            LOG.warning("%s; next try in %.1f s", error, min(delay, remaining))
+            if self.stopping.wait(min(delay, remaining)):
+                return False
+            delay = min(delay * 2, HELD_PORT_BACKOFF_MAX)
+            chain = self.chain
+            if chain is None or not chain.is_active():
+                self._connection_lost(ConnectionLost(f"the SSH connection to {self.target_label} closed while waiting for remote port {ports}"))
+                return False
+            try:
+                held = self.forward_set.rerequest_remote(held)
+            except TunnelError as exc:
+                self._connection_lost(exc)
+                return False
+        return True
 
     # -- live changes and reports ---------------------------------------------------------------------
     def apply(self, forwards: t.Sequence[Forward]) -> dict[str, list[str]]:

@@ -116,6 +116,14 @@ class ForwardRefused(TunnelError):
     kind = "forward_refused"
 
 
+class RemotePortHeld(TunnelError):
+    """After a reconnect the server refused a remote forward it granted before: an earlier, half-dead session of ours
+    may still hold the port until sshd notices it is gone (ClientAliveInterval x ClientAliveCountMax). Retried."""
+
+    kind = "remote_port_held"
+    permanent = False
+
+
 class PortInUse(TunnelError):
     kind = "port_in_use"
 

@@ -359,11 +359,24 @@ class ForwardSet:
             self.forwards[runtime.key] = runtime
         return runtime
 
-    def rerequest_remote(self) -> None:
-        """After a reconnect: ask the new session for every remote listener again."""
-        for runtime in list(self.forwards.values()):
-            if runtime.forward.kind == "remote":
+    def rerequest_remote(self, only: t.Sequence[ForwardRuntime] | None = None) -> list[ForwardRuntime]:
+        """After a reconnect: ask the new session for every remote listener (or those in ``only``) again.
+
+        Returns the forwards the server refused although it granted them before: their port may still be held by our
+        earlier session (the caller retries them). Any other failure raises.
+        """
+        refused: list[ForwardRuntime] = []
+        candidates = list(self.forwards.values()) if only is None else list(only)
+        for runtime in candidates:
+            if runtime.forward.kind != "remote":
+                continue
+            try:
                 runtime.request_remote(self.transport())
+            except ForwardRefused:
+                if runtime.bound is None:
+                    raise
+                refused.append(runtime)
+        return refused
 
     def _remove(self, runtime: ForwardRuntime) -> None:
         chain = self.chain
