@@ -151,6 +151,7 @@ class Connection(ConnectionBase):
             "local": list(self.get_option("local_forwards") or []),
             "remote": list(self.get_option("remote_forwards") or []),
             "reverse_socks": list(self.get_option("reverse_socks") or []),
+            "allow_non_loopback_bind": bool(self.get_option("allow_non_loopback_bind")),
         }
 
     # -- broker --------------------------------------------------------------------------------------------

@@ -242,6 +242,15 @@ options:
     default: []
     vars:
       - name: burrow_local_forwards
+  allow_non_loopback_bind:
+    description:
+      - Listeners of O(local_forwards), O(remote_forwards) and O(reverse_socks) on addresses other than loopback expose the
+        forward to other machines. They are refused unless this is V(true), and then each one is reported as a warning;
+        the same policy as the O(burrow.ssh.tunnel#module:allow_non_loopback_bind) option of M(burrow.ssh.tunnel).
+    type: bool
+    default: false
+    vars:
+      - name: burrow_allow_non_loopback_bind
   session_name:
     description:
       - The broker keeps one target session (with its forwards) per session name and hop chain, so two inventory hosts

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import loopback_policy as spec_loopback_policy
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Tunnel
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Forward, Tunnel
 
 TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "name": {"type": "str", "required": True},
@@ -58,23 +58,13 @@ def declaration_from_module(params: t.Mapping[str, t.Any]) -> Tunnel:
 
 
 def loopback_policy(tunnel: Tunnel, allow_non_loopback_bind: bool) -> list[str]:
-    """Refuse listeners beyond loopback unless allowed (and then warn)."""
-    warnings: list[str] = []
+    """Refuse listeners beyond loopback unless allowed (and then warn): the engine's one policy, with the module's field names."""
     counters = {"local": 0, "remote": 0, "dynamic": 0}
+    fields: list[tuple[str, Forward]] = []
     for forward in tunnel.forwards:
-        index = counters[forward.kind]
+        fields.append((f"{forward.kind}_forwards[{counters[forward.kind]}]", forward))
         counters[forward.kind] += 1
-        if not forward.exposes_beyond_loopback:
-            continue
-        field = f"{forward.kind}_forwards[{index}]"
-        if not allow_non_loopback_bind:
-            raise SpecError(
-                field,
-                str(forward.listen),
-                "listens beyond loopback, which exposes the forward to other machines; set allow_non_loopback_bind=true if that is intended",
-            )
-        warnings.append(f"{field} listens on {forward.listen}: reachable from other machines")
-    return warnings
+    return spec_loopback_policy(fields, allow_non_loopback_bind)
 
 
 def tunnel_from_module(params: t.Mapping[str, t.Any]) -> tuple[Tunnel, list[str]]:

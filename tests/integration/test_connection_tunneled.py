@@ -333,3 +333,21 @@ def test_wrong_become_password_fails_clearly(lab: Lab, ansible_playbook: t.Calla
         assert "Incorrect burrow_fakepw password" in text or "Sorry, try again" in text, text
         assert "never" not in outcome.get("stdout", "")
     assert _wait_broker_gone(lab)
+
+
+def test_a_connection_listener_beyond_loopback_needs_allow_non_loopback_bind(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    """Issue 16 item 5: the tunnel module's bind policy, for burrow_local_forwards (refused before any handshake)."""
+    exposed = ["0.0.0.0:0:127.0.0.1:22"]
+    bastion_before, target_before = _auth_count(lab.bastion), _auth_count(lab.target)
+    refused = lab.run(ansible_playbook, "commands.yml", lab.inventory(burrow_local_forwards=exposed), task_count=1)
+    assert refused.returncode != 0
+    message = json.dumps(_host_result(refused, "tunneled-pipelining", "Command"))
+    assert "burrow_local_forwards[0]: " in message and "set burrow_allow_non_loopback_bind=true" in message, message
+    assert (_auth_count(lab.bastion), _auth_count(lab.target)) == (bastion_before, target_before)
+    assert _wait_broker_gone(lab)
+
+    allowed = lab.run(ansible_playbook, "commands.yml", lab.inventory(burrow_local_forwards=exposed, burrow_allow_non_loopback_bind=True), task_count=1)
+    assert allowed.returncode == 0, _failures(allowed)
+    output = allowed.stdout + allowed.stderr
+    assert "burrow_local_forwards[0] listens on 0.0.0.0:0: reachable from other machines" in output, _failures(allowed)
+    assert _wait_broker_gone(lab)

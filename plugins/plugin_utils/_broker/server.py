@@ -205,8 +205,9 @@ class Broker:
         session = self.session(request)
         declared = request.get("forwards")
         # Parsed before connecting: a bad declaration fails the task before any handshake.
-        wanted = None if declared is None else parse_connection_forwards(declared)
+        wanted, policy_warnings = (None, []) if declared is None else parse_connection_forwards(declared)
         node, warnings, reused = self.acquire(session)
+        warnings = [*policy_warnings, *warnings]
         forwards: list[dict[str, t.Any]] = []
         if wanted is not None:
             forwards = self._ensure_forwards(node, wanted, session)

@@ -19,7 +19,7 @@ import dataclasses
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_forward_lists, split_via
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import loopback_policy, parse_forward_fields, split_via
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop, validate_proxy_command
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Forward, Hop
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
@@ -111,7 +111,20 @@ def _is_hop(entry: t.Any, field: str) -> bool:
 FORWARD_OPTIONS = (("burrow_local_forwards", "local"), ("burrow_remote_forwards", "remote"), ("burrow_reverse_socks", "reverse_socks"))
 
 
-def parse_connection_forwards(declared: t.Mapping[str, t.Any]) -> list[Forward]:
-    """The connection's forwards from its three host variables; raises SpecError naming the variable and index."""
+ALLOW_NON_LOOPBACK_BIND = "burrow_allow_non_loopback_bind"
+
+
+def parse_connection_forwards(declared: t.Mapping[str, t.Any]) -> tuple[list[Forward], list[str]]:
+    """The connection's forwards from its three host variables, and the bind policy's warnings.
+
+    Raises SpecError naming the variable and index; a listener beyond loopback is refused unless
+    burrow_allow_non_loopback_bind is true, the tunnel module's policy (the same function).
+    """
     names = {"burrow_local_forwards": "local", "burrow_remote_forwards": "remote", "burrow_reverse_socks": "reverse_socks"}
-    return parse_forward_lists([(option, kind, declared.get(names[option])) for option, kind in FORWARD_OPTIONS])
+    fields = parse_forward_fields([(option, kind, declared.get(names[option])) for option, kind in FORWARD_OPTIONS])
+    allow = declared.get("allow_non_loopback_bind")
+    if allow is None:
+        allow = False
+    if not isinstance(allow, bool):
+        raise SpecError(ALLOW_NON_LOOPBACK_BIND, allow, "must be true or false")
+    return [forward for _field, forward in fields], loopback_policy(fields, allow, ALLOW_NON_LOOPBACK_BIND)

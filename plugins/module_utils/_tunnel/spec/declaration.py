@@ -97,6 +97,11 @@ def parse_forward_lists(lists: t.Sequence[tuple[str, str, t.Any]]) -> list[Forwa
 
     ``kind`` is local, remote, dynamic, or reverse_socks (a remote SOCKS listener: ``[bind:]port`` only).
     """
+    return [forward for _field, forward in parse_forward_fields(lists)]
+
+
+def parse_forward_fields(lists: t.Sequence[tuple[str, str, t.Any]]) -> list[tuple[str, Forward]]:
+    """As parse_forward_lists, each forward with the field it was declared in (``local_forwards[1]``)."""
     forwards: list[tuple[str, Forward]] = []
     for option, kind, items in lists:
         for index, item in enumerate(as_list(items, option)):
@@ -109,7 +114,27 @@ def parse_forward_lists(lists: t.Sequence[tuple[str, str, t.Any]]) -> list[Forwa
                 forward = FORWARD_PARSERS[kind](item, field)
             forwards.append((field, forward))
     _check_listeners(forwards)
-    return [forward for _field, forward in forwards]
+    return forwards
+
+
+def loopback_policy(forwards: t.Iterable[tuple[str, Forward]], allow_non_loopback_bind: bool, allow_option: str = "allow_non_loopback_bind") -> list[str]:
+    """The one bind policy (tunnel module and connection plugin): listeners beyond loopback are refused unless allowed.
+
+    Allowed ones are returned as warnings. ``allow_option`` is the name the caller's user sets (the module's option or
+    the connection's host variable), so the error says what to set.
+    """
+    warnings: list[str] = []
+    for field, forward in forwards:
+        if not forward.exposes_beyond_loopback:
+            continue
+        if not allow_non_loopback_bind:
+            raise SpecError(
+                field,
+                str(forward.listen),
+                f"listens beyond loopback, which exposes the forward to other machines; set {allow_option}=true if that is intended",
+            )
+        warnings.append(f"{field} listens on {forward.listen}: reachable from other machines")
+    return warnings
 
 
 def module_forward_lists(params: t.Mapping[str, t.Any]) -> list[Forward]:

@@ -262,3 +262,36 @@ def test_a_socks_password_is_never_in_a_forward_error(connection: t.Any, option:
     with pytest.raises(AnsibleOptionsError) as shown:
         connection._fail(TunnelError.from_dict(refused.value.to_dict()), "connecting to")
     assert "socks-secret-pw" not in str(shown.value) and f"burrow_{option}[0]" in str(shown.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [
+        ("local_forwards", "0.0.0.0:15432:db:5432", "burrow_local_forwards[0]"),
+        ("local_forwards", "*:15432:db:5432", "burrow_local_forwards[0]"),
+        ("remote_forwards", "0.0.0.0:8080:localhost:80", "burrow_remote_forwards[0]"),
+        ("reverse_socks", "[::]:1080", "burrow_reverse_socks[0]"),
+    ],
+)
+def test_the_connection_applies_the_tunnel_module_s_bind_policy(connection: t.Any, option: str, value: str, field: str) -> None:
+    """Issue 16 item 5: a listener beyond loopback is refused unless burrow_allow_non_loopback_bind, and then a warning."""
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import parse_connection_forwards
+
+    connection.set_option(option, [value])
+    with pytest.raises(SpecError) as refused:
+        parse_connection_forwards(connection._forwards())
+    assert str(refused.value).startswith(f"{field}: ")
+    assert "set burrow_allow_non_loopback_bind=true" in str(refused.value)
+    connection.set_option("allow_non_loopback_bind", True)
+    forwards, warnings = parse_connection_forwards(connection._forwards())
+    assert len(forwards) == 1
+    assert warnings == [f"{field} listens on {forwards[0].listen}: reachable from other machines"]
+
+
+def test_loopback_listeners_of_a_connection_need_no_permission(connection: t.Any) -> None:
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import parse_connection_forwards
+
+    connection.set_option("local_forwards", ["15432:db:5432", "[::1]:15433:db:5432"])
+    connection.set_option("remote_forwards", ["localhost:8080:localhost:80"])
+    forwards, warnings = parse_connection_forwards(connection._forwards())
+    assert len(forwards) == 3 and warnings == []
