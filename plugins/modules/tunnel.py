@@ -178,10 +178,16 @@ options:
     choices: [persistent, play]
     default: persistent
   ttl:
-    description: Stop the tunnel this many seconds after it started.
+    description:
+      - Stop the tunnel this many seconds after it started (measured on the monotonic clock, so a change of the system
+        time neither ends nor extends it).
     type: int
   idle_timeout:
-    description: Stop the tunnel after this many seconds without any connection through it.
+    description:
+      - Stop the tunnel after this many seconds without use, measured on the monotonic clock.
+      - Idle is counted from the latest of the start, the last connection opened, closed or refused on any of its
+        forwards, and the last O(state=present) that found the tunnel as declared (C(unchanged)); a tunnel with an
+        active connection is never idle.
     type: int
   drain_timeout:
     description:

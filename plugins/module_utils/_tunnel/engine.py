@@ -52,7 +52,11 @@ class TunnelEngine:
         self.reconnects = 0
         self.last_error: TunnelError | None = None
         self.warnings: list[str] = []
-        self.started_at = time.time()
+        self.started_at = time.time()  # shown to users; every duration below is measured on the monotonic clock
+        self.started_monotonic = time.monotonic()
+        # Idle is counted from the latest of: the start, the last connection opened, closed or failed on any forward,
+        # and the last `state: present` that found the tunnel unchanged (touch), so a declared tunnel is not idle between plays.
+        self.touched_at = self.started_monotonic
         self.connected_at = 0.0
         self.cut_connections = 0
         self.held_port_wait = HELD_PORT_WAIT
@@ -93,7 +97,7 @@ class TunnelEngine:
         chain, warnings = self.builder.open(self.tunnel.hops)
         with self._lock:
             self.warnings = warnings
-            self.connected_at = time.time()
+            self.connected_at = time.monotonic()
         self.forward_set.attach(chain)
         LOG.info("connected to %s through %d hop(s)", self.target_label, len(chain.transports) - 1)
 
@@ -268,12 +272,24 @@ class TunnelEngine:
                 "reconnects": self.reconnects,
                 "last_error": self.last_error.to_dict() if self.last_error else None,
                 "started_at": self.started_at,
-                "uptime": round(time.time() - self.connected_at, 3) if self.connected.is_set() else 0,
+                "uptime": round(time.monotonic() - self.connected_at, 3) if self.connected.is_set() else 0,
                 "forwards": self.forward_set.status(),
                 "warnings": list(self.warnings) + self.forward_set.warnings(),
-                "idle_seconds": round(time.time() - max((r.counters.last_activity for r in runtimes), default=self.started_at), 3),
+                "idle_seconds": self.idle_seconds(runtimes),
                 "connections_active": sum(r.counters.connections_active for r in runtimes),
             }
+
+    def idle_seconds(self, runtimes: list[ForwardRuntime] | None = None) -> float:
+        """Seconds since the last activity (monotonic): start, touch, or any connection opened, closed or failed."""
+        if runtimes is None:
+            with self._lock:
+                runtimes = list(self.forwards.values())
+        latest = max([self.touched_at, *(r.counters.last_activity for r in runtimes)])
+        return round(max(0.0, time.monotonic() - latest), 3)
+
+    def touch(self) -> None:
+        """A `state: present` found this tunnel as declared: it is in use, restart the idle count."""
+        self.touched_at = time.monotonic()
 
     def probe(self) -> list[dict[str, t.Any]]:
         return self.forward_set.probe()

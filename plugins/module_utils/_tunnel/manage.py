@@ -14,7 +14,7 @@ import dataclasses
 import json
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle, list_handles
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import name_lock
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
@@ -118,6 +118,10 @@ def _decide_and_act(
     elif _forward_keys(current.get("forwards", [])) != desired_keys:
         action = "updated"
     else:
+        if not check_mode:
+            # Declared again as it runs: restart its idle count (idle_timeout counts from the last use, this included).
+            with contextlib.suppress(TunnelError, OSError):
+                handle.request("touch", timeout=5)
         return Outcome(False, "unchanged", current)
 
     if check_mode:

@@ -44,27 +44,28 @@ class Counters:
         self.bytes_out = 0  # from the listening side's client towards the destination
         self.bytes_in = 0
         self.last_error = ""
-        self.last_activity = time.time()
+        # time.monotonic(): idle_timeout must not follow the wall clock (a clock step of days ended or kept tunnels).
+        self.last_activity = time.monotonic()
         self.live: set[Connection] = set()  # relays in progress, so a stop can cut them
 
     def opened(self) -> None:
         with self._lock:
             self.connections_total += 1
             self.connections_active += 1
-            self.last_activity = time.time()
+            self.last_activity = time.monotonic()
 
     def closed(self, sent: int, received: int) -> None:
         with self._lock:
             self.connections_active -= 1
             self.bytes_out += sent
             self.bytes_in += received
-            self.last_activity = time.time()
+            self.last_activity = time.monotonic()
 
     def failed(self, reason: str) -> None:
         with self._lock:
             self.failures += 1
             self.last_error = reason
-            self.last_activity = time.time()
+            self.last_activity = time.monotonic()
 
     def as_dict(self) -> dict[str, t.Any]:
         return {

@@ -83,7 +83,7 @@ def _setup_logging(path: str) -> None:
 
 
 class ControlServer:
-    """JSON-lines requests on a Unix socket (0600 in a 0700 directory): status, probe, apply, stop."""
+    """JSON-lines requests on a Unix socket (0600 in a 0700 directory): status, touch, probe, apply, stop."""
 
     def __init__(self, path: str, engine: TunnelEngine, stop_requested: threading.Event, stop_deadline: list[float]) -> None:
         self.path = path
@@ -131,6 +131,9 @@ class ControlServer:
         op = request.get("op")
         if op == "status":
             return {"ok": True, "status": self.engine.status()}
+        if op == "touch":
+            self.engine.touch()
+            return {"ok": True}
         if op == "probe":
             return {"ok": True, "status": self.engine.status(), "probe": self.engine.probe()}
         if op == "apply":
@@ -177,7 +180,8 @@ def _owner_alive(owner: dict[str, t.Any] | None) -> bool:
 def _lifetime_reason(tunnel: Tunnel, status: dict[str, t.Any], owner: dict[str, t.Any] | None, started: float) -> str:
     if not _owner_alive(owner):
         return f"the owning ansible-playbook process (pid {owner['pid'] if owner else '?'}) exited (lifetime=play)"
-    if tunnel.ttl and time.time() - started >= tunnel.ttl:
+    # Both on the monotonic clock: a wall-clock step (NTP, date -s, suspend) neither ends nor extends a tunnel.
+    if tunnel.ttl and time.monotonic() - started >= tunnel.ttl:
         return f"ttl of {tunnel.ttl} s reached"
     if tunnel.idle_timeout and status["connections_active"] == 0 and status["idle_seconds"] >= tunnel.idle_timeout:
         return f"idle for {tunnel.idle_timeout} s"
@@ -235,9 +239,9 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     write_private_file(paths.state, json.dumps(state, indent=2, sort_keys=True))
     log.info("tunnel %s up: %s", tunnel.name, ", ".join(engine.forwards))
     report({"ok": True, "status": engine.status(), "pid": os.getpid()})
-    started = time.time()
+    started = time.monotonic()
     reason = ""
-    trimmed_at = time.time()
+    trimmed_at = time.monotonic()
     poll_interval = LIFETIME_POLL_INTERVAL if owner or tunnel.ttl or tunnel.idle_timeout else IDLE_POLL_INTERVAL
     while not stop_requested.wait(poll_interval):
         status = engine.status()
@@ -245,9 +249,9 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
         if reason:
             stop_deadline[0] = 2.0
             break
-        if status["connections_active"] == 0 and time.time() - status["idle_seconds"] > trimmed_at:
+        if status["connections_active"] == 0 and time.monotonic() - status["idle_seconds"] > trimmed_at:
             _release_freed_memory()  # once per quiet spell that follows traffic
-            trimmed_at = time.time()
+            trimmed_at = time.monotonic()
     log.info("stopping: %s", reason or "stop requested")
     engine.stop(deadline=stop_deadline[0])
     server.finish()
