@@ -13,7 +13,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, tunnel_from_module
+from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, refuse_non_finite_numbers, tunnel_from_module, unset_nulls
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import boot_id, process_start_time
 from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import TemplatedHostvars, resolve_tunnel_hops
@@ -29,7 +29,13 @@ class ActionModule(ActionBase):
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        args = dict(self._task.args)
+        # null is unset (the option's default applies), also for options with a default such as via or port.
+        args = unset_nulls(self._task.args)
+        try:
+            refuse_non_finite_numbers(args)
+        except SpecError as exc:
+            result.update(failed=True, msg=f"invalid tunnel declaration: {exc}", field=exc.field, errors=[str(exc)])
+            return result
         # First the conversions every Ansible user expects (-e ttl=60 arrives as the string "60"), with the
         # module's own argument spec; then the declaration grammar the module and the tunnel process use.
         converted = ArgumentSpecValidator(USER_ARGUMENT_SPEC).validate(args)

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import decimal
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import loopback_policy as spec_loopback_policy
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Forward, Tunnel
@@ -49,6 +51,30 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
 }
 
 NON_DECLARATION_OPTIONS = ("state", "allow_non_loopback_bind", "drain_timeout", "state_dir", "lifetime_owner")
+
+
+SECONDS_OPTIONS = ("ttl", "idle_timeout", "keepalive_interval", "connect_timeout", "drain_timeout")
+
+
+def unset_nulls(args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """Options given as null are unset (their default applies), as a playbook author expects of Ansible options."""
+    return {key: value for key, value in args.items() if value is not None}
+
+
+def refuse_non_finite_numbers(args: t.Mapping[str, t.Any]) -> None:
+    """inf, -inf and nan for an integer option: a SpecError naming it (Ansible's own conversion dies with OverflowError)."""
+    for key, spec in TUNNEL_ARGUMENT_SPEC.items():
+        value = args.get(key)
+        if spec.get("type") != "int" or value is None or isinstance(value, (bool, int)):
+            continue
+        try:
+            finite = decimal.Decimal(str(value).strip()).is_finite()
+        except (decimal.InvalidOperation, ValueError):
+            continue  # not a number at all: Ansible's conversion names the option
+        if not finite:
+            what = "a whole number of seconds" if key in SECONDS_OPTIONS else "a whole number"
+            unset = " (leave it unset for no limit)" if key in ("ttl", "idle_timeout") else ""
+            raise SpecError(key, value, f"must be {what}, not infinite or NaN{unset}")
 
 
 def declaration_from_module(params: t.Mapping[str, t.Any]) -> Tunnel:

@@ -243,6 +243,8 @@ BAD_INPUTS = [
     ({"keepalive_interval": "yes"}, "keepalive_interval"),
     ({"remote_forwards": ["0.0.0.0:0:127.0.0.1:80"]}, "remote_forwards[0]"),
     ({"bogus_option": 1}, "bogus_option"),
+    # Issue 16 item 15: Ansible's own int conversion died with "cannot convert Infinity to integer".
+    ({"ttl": "inf"}, "ttl: must be a whole number of seconds, not infinite or NaN"),
 ]
 
 

@@ -19,8 +19,8 @@ Choices made here, on purpose:
 * ``*`` and an empty bind address both mean "all interfaces", stored as ``""`` like OpenSSH passes it to
   the server; such a forward ``exposes_beyond_loopback``. ``0.0.0.0`` and ``::`` are kept as given.
 * IPv6 addresses are written in brackets inside the colon syntax (``[::1]:8080:[::2]:80``); a bare
-  ``::1:5432`` is ambiguous and refused. IP addresses are normalised (``[0:0::1]`` and ``::1`` are equal),
-  host names are lower-cased.
+  ``::1:5432`` is ambiguous and refused. IP addresses are normalised (``[0:0::1]`` and ``::1`` are equal, an
+  IPv4-mapped ``::ffff:127.0.0.1`` is ``127.0.0.1``), host names are lower-cased.
 * Unix socket paths are absolute and at most 103 bytes: ``sun_path`` is 104 bytes on the BSDs and macOS,
   terminating NUL included (108 on Linux), so 103 is the portable maximum.
 """

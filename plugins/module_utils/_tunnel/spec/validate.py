@@ -109,6 +109,10 @@ def validate_host(host: str, field: str) -> str:
     if "[" in host or "]" in host:
         raise SpecError(field, host, "must not contain brackets here (write IPv6 addresses without them)")
     address = parse_ip(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is the IPv4 address a.b.c.d: binding it on an IPv6-only socket fails with "Invalid argument",
+        # and the kernel reaches it as IPv4 anyway, so it is stored (and bound, reported, compared) as a.b.c.d.
+        return str(address.ipv4_mapped)
     if address is not None:
         return address.compressed
     if ":" in host:
