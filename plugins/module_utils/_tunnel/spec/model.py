@@ -33,7 +33,7 @@ import json
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import ALL_INTERFACES, is_loopback
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import ALL_INTERFACES, is_loopback, resolves_to_loopback
 
 KINDS = ("local", "remote", "dynamic")
 HOST_KEY_CHECKING = ("strict", "accept-new", "off")
@@ -116,7 +116,12 @@ class Forward:
     def exposes_beyond_loopback(self) -> bool:
         if self.listen.is_unix():
             return False
-        return not is_loopback(self.listen.host or "")
+        host = self.listen.host or ""
+        if self.kind == "remote":
+            # The server resolves a remote forward's name; what it really bound is verified once it answers.
+            return not is_loopback(host)
+        # A local listener binds what the name resolves to here: every address must be loopback.
+        return not resolves_to_loopback(host)
 
 
 @dataclasses.dataclass(frozen=True)

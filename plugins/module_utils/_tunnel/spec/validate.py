@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
@@ -227,6 +228,29 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+# The resolver a loopback check uses for names (a seam for tests; socket.getaddrinfo otherwise).
+RESOLVER: t.Callable[..., t.Any] = socket.getaddrinfo
+
+
+def resolves_to_loopback(host: str) -> bool:
+    """Whether every address a listen name resolves to here is loopback (what binding it would use).
+
+    A name is never taken on its word: ``db.localhost`` mapped to a routable address in /etc/hosts is not loopback.
+    IP addresses are checked as they are; a name that does not resolve is not loopback.
+    """
+    if not isinstance(host, str):
+        return False
+    name = host.strip("[]")
+    if parse_ip(name.partition("%")[0]) is not None:
+        return is_loopback(name)
+    try:
+        infos = RESOLVER(name, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(is_loopback(str(address)) for address in addresses)
 
 
 def listen_host(value: object, field: str) -> str:
