@@ -65,6 +65,7 @@ HOP_SETTINGS: dict[str, t.Any] = {
     "known_hosts_file": {"description": "known_hosts file (default ~/.ssh/known_hosts).", "type": "string", "minLength": 1, "pattern": FILE_PATTERN},
     "certificate_file": {"description": "OpenSSH user certificate for the key.", "type": "string", "minLength": 1, "pattern": FILE_PATTERN},
     "proxy_command": {"description": "Command that carries the connection to the first hop (ProxyCommand).", "type": "string", "minLength": 1},
+    "compression": {"description": "Compress the connection (zlib@openssh.com); may leak information about forwarded traffic.", "type": "boolean"},
 }
 
 HOP_DICT: dict[str, t.Any] = {

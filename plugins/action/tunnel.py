@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import typing as t
 
+from ansible import constants as C
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.burrow.ssh.plugins.module_utils._module_args import TUNNEL_ARGUMENT_SPEC, refuse_non_finite_numbers, tunnel_from_module, unset_nulls
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
@@ -19,6 +21,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths i
 from ansible_collections.burrow.ssh.plugins.plugin_utils._inventory_hops import TemplatedHostvars, resolve_tunnel_hops
 
 # What a task may set: lifetime_owner is set here, never by the user, so it is neither accepted nor listed.
+display = Display()
 USER_ARGUMENT_SPEC = {key: value for key, value in TUNNEL_ARGUMENT_SPEC.items() if key != "lifetime_owner"}
 
 
@@ -48,6 +51,10 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="; ".join(messages), errors=messages)
             return result
         args = {key: converted.validated_parameters[key] for key in args}
+        if args.get("host_key_checking") is None and not C.HOST_KEY_CHECKING:
+            # As the connection plugins: ANSIBLE_HOST_KEY_CHECKING=False (or ansible.cfg) turns checking off, unless the task sets it.
+            args["host_key_checking"] = "off"
+            display.warning("burrow.ssh.tunnel: host key checking is off (ANSIBLE_HOST_KEY_CHECKING is false); set host_key_checking to override")
         try:
             hostvars = task_vars.get("hostvars")
             args = resolve_tunnel_hops(args, TemplatedHostvars(hostvars, self._templar.template) if hostvars is not None else {})

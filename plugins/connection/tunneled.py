@@ -79,6 +79,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     TunnelError,
     Unreachable,
 )
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import DEFAULT_CONNECT_TIMEOUT
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient, ExecStream
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import owner_identity
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import KIND_EXIT, KIND_STDERR, KIND_STDOUT
@@ -110,6 +111,8 @@ SESSION_OPTIONS = (
     "session_name",
     "timeout",
     "persist_idle_timeout",
+    "forward_agent",
+    "compression",
 )
 
 
@@ -220,6 +223,8 @@ class Connection(ConnectionBase):
         # Without a prompt to answer, the input goes right behind the request; with one, only after the answer.
         early = not become_prompt
         request = {"options": options, "command": to_text(cmd, errors="surrogate_or_strict"), "pty": pty}
+        # The broker is a separate process: it relays a forwarded agent to this worker's socket (a path, not a secret).
+        request["agent_socket"] = os.environ.get("SSH_AUTH_SOCK") or None
         try:
             stream = self._broker().exec(request, stdin=in_data if early else None, eof=early and not pty)
         except TunnelError as exc:
@@ -251,7 +256,7 @@ class Connection(ConnectionBase):
         become = self.become
         if become is None:  # pragma: no cover - guarded by the caller
             return
-        timeout = float(self.get_option("timeout"))
+        timeout = float(self.get_option("timeout") or DEFAULT_CONNECT_TIMEOUT)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()

@@ -85,8 +85,9 @@ options:
   use_agent:
     description:
       - Also offer the keys of the SSH agent (E(SSH_AUTH_SOCK)) on every hop.
+      - When unset, each hop's C(IdentityAgent) from O(ssh_config_file) decides (V(none) turns the agent off, a path
+        names its socket), else the agent is used. C(IdentitiesOnly yes) offers only the agent keys matching the hop's key file.
     type: bool
-    default: true
     vars:
       - name: burrow_use_agent
     env:
@@ -97,8 +98,8 @@ options:
   timeout:
     description:
       - Seconds to wait for each hop's TCP connection, SSH handshake and authentication, and for a privilege escalation prompt.
+      - When unset, each hop's C(ConnectTimeout) from O(ssh_config_file), else V(10).
     type: int
-    default: 10
     ini:
       - section: defaults
         key: timeout
@@ -165,8 +166,9 @@ options:
       - V(strict) refuses unknown and changed keys; V(accept-new) records unknown keys and refuses changed ones; V(off) accepts any key (with a warning).
       - C(ANSIBLE_HOST_KEY_CHECKING=False) and C(ansible_host_key_checking=false) mean V(off), true values mean V(strict);
         O(host_key_checking) set by C(burrow_host_key_checking) wins over them.
+      - When none of them is set, each hop's C(StrictHostKeyChecking) from O(ssh_config_file) (V(yes) and V(ask) mean
+        V(strict), V(no) and V(off) mean V(off)), else V(strict).
     type: str
-    default: strict
     env:
       - name: ANSIBLE_HOST_KEY_CHECKING
       - name: BURROW_HOST_KEY_CHECKING
@@ -260,6 +262,31 @@ options:
     vars:
       - name: inventory_hostname
       - name: burrow_session_name
+  forward_agent:
+    description:
+      - Forward the controller's SSH agent (E(SSH_AUTH_SOCK) of the ansible-playbook process) to the target, as C(ssh -A) does;
+        its commands see an E(SSH_AUTH_SOCK), so a task can C(git clone) with the operator's keys.
+      - When unset, the target's C(ForwardAgent) from O(ssh_config_file), else off.
+      - Anyone with root (or the remote user's rights) on the target can use the agent's keys while the connection is
+        open, to log in wherever those keys are accepted. Turn it on only for targets you trust as much as the controller,
+        or load into the agent only the keys the task needs (C(ssh-add -c) asks before each use).
+    type: bool
+    vars:
+      - name: burrow_forward_agent
+    env:
+      - name: BURROW_FORWARD_AGENT
+  compression:
+    description:
+      - Compress every hop's SSH connection (C(zlib@openssh.com), as C(ssh -C)). When unset, each hop's C(Compression)
+        from O(ssh_config_file), else off.
+      - Compression on a connection that also carries forwarded traffic (O(local_forwards), O(remote_forwards),
+        O(reverse_socks)) may leak information about that traffic to whoever can influence part of it (OpenSSH's
+        advice); a warning says so when forwards are on a compressed connection.
+    type: bool
+    vars:
+      - name: burrow_compression
+    env:
+      - name: BURROW_COMPRESSION
   persist_idle_timeout:
     description:
       - Seconds an unused session (and its forwards) is kept by the controller's session broker before it is closed.

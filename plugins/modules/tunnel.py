@@ -68,7 +68,7 @@ options:
       - Jump hosts before O(host), in order, like OpenSSH C(ProxyJump). Each item is C(user@host:port), an inventory
         host name, or a dict with C(host), C(port), C(user) and per-hop authentication and host key options
         (C(private_key_file), C(private_key), C(private_key_passphrase), C(password), C(use_agent),
-        C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint), C(certificate_file), C(proxy_command)).
+        C(host_key_checking), C(known_hosts_file), C(host_key_fingerprint), C(certificate_file), C(proxy_command), C(compression)).
       - A single string C(u1@j1:2221,u2@j2) is split on commas.
     type: list
     elements: raw
@@ -119,18 +119,26 @@ options:
     description: Password (also used to answer keyboard-interactive prompts).
     type: str
   use_agent:
-    description: Offer the keys of the ssh-agent in C(SSH_AUTH_SOCK).
+    description:
+      - Offer the keys of the ssh-agent in C(SSH_AUTH_SOCK).
+      - When unset, the hop's C(IdentityAgent) from the ssh_config decides (V(none) turns the agent off, a path or
+        C(SSH_AUTH_SOCK) names the socket), else the agent is used. C(IdentitiesOnly yes) offers only the agent keys
+        that match the hop's key file.
     type: bool
-    default: true
   host_key_checking:
     description:
       - V(strict) refuses unknown and changed keys. V(accept-new) records unknown keys in O(known_hosts_file) but
         never accepts a changed key. V(off) accepts anything and warns; use it only on isolated test networks.
+      - When unset, C(ANSIBLE_HOST_KEY_CHECKING=False) (or C(host_key_checking = False) in ansible.cfg) means V(off) with a
+        warning, as for the connection plugins; else the hop's C(StrictHostKeyChecking) from the ssh_config (V(yes) and V(ask)
+        mean V(strict), V(accept-new) itself, V(no) and V(off) mean V(off)); else V(strict).
     type: str
     choices: [strict, accept-new, "off"]
-    default: strict
   known_hosts_file:
-    description: The known_hosts file used for every hop that sets none. Defaults to C(~/.ssh/known_hosts).
+    description:
+      - The known_hosts file used for every hop that sets none.
+      - When unset, the hop's C(UserKnownHostsFile) files (all of them) and C(GlobalKnownHostsFile) from the ssh_config,
+        else C(~/.ssh/known_hosts). Keys are looked up under the C(HostKeyAlias) when the ssh_config sets one.
     type: path
   host_key_fingerprint:
     description: Pin the host key of O(host) by its C(SHA256:) fingerprint instead of using known_hosts.
@@ -152,19 +160,29 @@ options:
       - It applies to the first hop only (O(via[0]) or O(host)); a hop dict may set its own only when it is the first.
     type: str
   keepalive_interval:
-    description: Seconds between keepalive requests that expect an answer.
+    description:
+      - Seconds between keepalive requests that expect an answer.
+      - When unset, the target's C(ServerAliveInterval) from the ssh_config, else V(5).
     type: int
-    default: 5
   keepalive_count_max:
     description:
       - Unanswered keepalives after which the connection is declared dead and rebuilt. The liveness budget is
         O(keepalive_interval) times this.
+      - When unset, the target's C(ServerAliveCountMax) from the ssh_config, else V(3).
     type: int
-    default: 3
   connect_timeout:
-    description: Seconds allowed for each hop's TCP connect, SSH handshake and authentication.
+    description:
+      - Seconds allowed for each hop's TCP connect, SSH handshake and authentication.
+      - When unset, each hop's C(ConnectTimeout) from the ssh_config, else V(10).
     type: int
-    default: 10
+  compression:
+    description:
+      - Compress the SSH connection of every hop that sets none (C(zlib@openssh.com), as C(ssh -C)); when unset, the
+        hop's C(Compression) from the ssh_config, else no compression.
+      - Compression on a connection that carries forwarded traffic an attacker can influence may leak information
+        about the rest of that traffic (as OpenSSH warns); the tunnel warns when it is on. Use it only for slow links
+        carrying trusted traffic.
+    type: bool
   reconnect:
     description: Rebuild a lost connection with exponential backoff (1 s doubling to 30 s). Authentication and host key errors are never retried.
     type: bool

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -157,3 +158,16 @@ def wait_until(predicate: t.Callable[[], bool], timeout: float, interval: float 
             return True
         time.sleep(interval)
     return predicate()
+
+
+@contextlib.contextmanager
+def frozen(pids: t.Sequence[int]) -> t.Iterator[None]:
+    """The processes stopped (SIGSTOP) for the block, continued afterwards even when it fails."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

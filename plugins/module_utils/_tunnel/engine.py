@@ -21,8 +21,14 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ConnectionLost, ForwardRefused, NotSupported, RemotePortHeld, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime, ForwardSet
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import configure_threads, start_thread
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward, Tunnel
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import (
+    DEFAULT_KEEPALIVE_COUNT_MAX,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    Endpoint,
+    Forward,
+    Tunnel,
+)
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder, compression_warning
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import HAS_PARAMIKO
 
 LOG = logging.getLogger("burrow.tunnel")
@@ -47,7 +53,7 @@ class TunnelEngine:
         configure_threads()
         self.tunnel = tunnel
         self.builder = builder if builder is not None else ChainBuilder(connect_timeout=tunnel.connect_timeout)
-        self.forward_set = ForwardSet(tunnel.hops[-1].label(), tunnel.connect_timeout)
+        self.forward_set = ForwardSet(tunnel.hops[-1].label(), tunnel.effective_connect_timeout)
         self.state = "starting"
         self.reconnects = 0
         self.last_error: TunnelError | None = None
@@ -95,6 +101,9 @@ class TunnelEngine:
 
     def _connect(self) -> None:
         chain, warnings = self.builder.open(self.tunnel.hops)
+        compressed = [hop.label() for hop in chain.hops if hop.compression]
+        if compressed and self.tunnel.forwards:
+            warnings = [*warnings, compression_warning(compressed)]
         with self._lock:
             self.warnings = warnings
             self.connected_at = time.monotonic()
@@ -134,10 +143,17 @@ class TunnelEngine:
         return self.forward_set.open_channel(destination, origin)
 
     # -- supervision -------------------------------------------------------------------------------
+    def liveness(self) -> tuple[float, int]:
+        """Keepalive interval and count: the tunnel's when declared, else the target's ServerAlive* from the ssh_config."""
+        target = self.chain.hops[-1] if self.chain is not None else self.tunnel.hops[-1]
+        interval = self.tunnel.keepalive_interval or target.server_alive_interval or DEFAULT_KEEPALIVE_INTERVAL
+        count_max = self.tunnel.keepalive_count_max or target.server_alive_count_max or DEFAULT_KEEPALIVE_COUNT_MAX
+        return float(interval), int(count_max)
+
     def _supervise(self) -> None:
         # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each.
         misses = 0
-        interval = float(self.tunnel.keepalive_interval)
+        interval, count_max = self.liveness()
         if self.stopping.wait(interval):
             return
         while not self.stopping.is_set():
@@ -150,7 +166,7 @@ class TunnelEngine:
                         return
                     continue
                 misses += 1
-                if misses < self.tunnel.keepalive_count_max and chain.is_active():
+                if misses < count_max and chain.is_active():
                     continue
                 reason = f"no answer from {self.target_label} to {misses} keepalive request(s) within {misses * interval:g} s"
             else:

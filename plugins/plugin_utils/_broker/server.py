@@ -43,9 +43,10 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     TunnelError,
 )
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardSet
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder, compression_warning
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import paramiko
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.agent import request_agent_forwarding
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.nodes import Node, owner_alive
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import BrokerPaths
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import (
@@ -146,6 +147,9 @@ class Broker:
         previous = (parent.transport, parent.hop) if parent is not None else None
         transport, hop_warnings = ChainBuilder(connect_timeout=timeout, ssh_config=NO_SSH_CONFIG).extend(previous, hop)
         warnings.extend(hop_warnings)
+        if hop.server_alive_interval:
+            # ServerAliveInterval of this host: keep idle sessions (and NAT state on the way) alive between tasks.
+            transport.set_keepalive(int(hop.server_alive_interval))
         node = Node(key, hop, transport, parent)
         with self.lock:
             self.nodes[key] = node
@@ -212,6 +216,9 @@ class Broker:
         if wanted is not None:
             forwards = self._ensure_forwards(node, wanted, session)
             warnings.extend(w for f in forwards for w in f.get("warnings", []))
+            compressed = [hop.label() for hop in session.hops if hop.compression]
+            if forwards and compressed:
+                warnings.append(compression_warning(compressed))
         node.uses += 1
         return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards, "label": session.label}
 
@@ -223,7 +230,7 @@ class Broker:
                 # No supervisor and no reconnect here: a dead session is dropped with its forwards, and the next task
                 # opens a new one, forwards included.
                 nodes = node.chain()
-                node.forwards = ForwardSet(node.label, session.connect_timeout)
+                node.forwards = ForwardSet(node.label, session.effective_connect_timeout)
                 node.forwards.attach(Chain(hops=tuple(item.hop for item in nodes), transports=[item.transport for item in nodes]))
             node.forwards.apply(wanted)
             return node.forwards.status()
@@ -294,7 +301,7 @@ class Broker:
         self._busy(node, 1)
         channel = None
         try:
-            timeout = session.connect_timeout
+            timeout = session.effective_connect_timeout
             try:
                 channel = node.transport.open_session(timeout=timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -308,6 +315,9 @@ class Broker:
                     channel = node.transport.open_session(timeout=timeout)
                 except (paramiko.SSHException, EOFError, OSError) as again:
                     raise ConnectionLost(f"cannot open a session channel on {node.label}: {again}", advice="the server may limit MaxSessions") from again
+            agent_socket = request.get("agent_socket")
+            if session.forward_agent and isinstance(agent_socket, str) and agent_socket:
+                request_agent_forwarding(channel, agent_socket)
             if request.get("pty"):
                 channel.get_pty(term="vt100", width=0, height=0)
             channel.exec_command(request["command"])

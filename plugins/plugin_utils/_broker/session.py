@@ -21,7 +21,7 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import loopback_policy, parse_forward_fields, split_via
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop, validate_proxy_command
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Forward, Hop
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import DEFAULT_CONNECT_TIMEOUT, Forward, Hop
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 
 HOST_KEY_CHECKING_WORDS = {"true": "strict", "yes": "strict", "on": "strict", "1": "strict", "false": "off", "no": "off", "0": "off"}
@@ -32,9 +32,16 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 class Session:
     hops: tuple[Hop, ...]
     name: str
-    connect_timeout: float
+    # None: each hop's ConnectTimeout from the ssh_config, else DEFAULT_CONNECT_TIMEOUT.
+    connect_timeout: float | None
     idle_timeout: float
     owner: tuple[int, int] | None
+    # The target's commands get the controller's agent (burrow_forward_agent, else ForwardAgent of the target).
+    forward_agent: bool = False
+
+    @property
+    def effective_connect_timeout(self) -> float:
+        return float(self.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
 
     @property
     def label(self) -> str:
@@ -42,15 +49,18 @@ class Session:
         return target.label() + (" via " + ", ".join(hop.label() for hop in via) if via else "")
 
 
-def host_key_checking(value: t.Any) -> str:
-    text = str(value).strip().lower() if value is not None else "strict"
+def host_key_checking(value: t.Any) -> str | None:
+    """The policy from the option's words; None when unset (the ssh_config's StrictHostKeyChecking, else strict)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
     text = HOST_KEY_CHECKING_WORDS.get(text, text)
     if text not in ("strict", "accept-new", "off"):
         raise SpecError("burrow_host_key_checking", value, "must be strict, accept-new or off (or a boolean)")
     return text
 
 
-def _number(options: t.Mapping[str, t.Any], key: str, field: str, default: float) -> float:
+def _number(options: t.Mapping[str, t.Any], key: str, field: str, default: float | None) -> float | None:
     value = options.get(key)
     if value is None or value == "":
         return default
@@ -77,6 +87,7 @@ def build_session(options: t.Mapping[str, t.Any]) -> Session:
         "host_key_checking": host_key_checking(options.get("host_key_checking")),
         "known_hosts_file": options.get("known_hosts_file"),
         "certificate_file": options.get("certificate_file"),
+        "compression": options.get("compression"),
     }
     defaults = {key: value for key, value in defaults.items() if value is not None and value != ""}
     via = [parse_hop(entry, field, defaults) for field, entry in split_via(options.get("via"), "burrow_via") if _is_hop(entry, field)]
@@ -93,12 +104,17 @@ def build_session(options: t.Mapping[str, t.Any]) -> Session:
             target = dataclasses.replace(target, proxy_command=validate_proxy_command(options["proxy_command"], "burrow_proxy_command"))
     ssh_config = SshConfig.load(str(options.get("ssh_config_file") or ""))
     owner = options.get("owner")
+    hops = tuple(ssh_config.resolve([*via, target]))
+    forward_agent = options.get("forward_agent")
+    if forward_agent is None:
+        forward_agent = bool(hops[-1].forward_agent)
     return Session(
-        hops=tuple(ssh_config.resolve([*via, target])),
+        hops=hops,
         name=str(options.get("session_name") or ""),
-        connect_timeout=_number(options, "timeout", "ansible_ssh_timeout", 10.0),
-        idle_timeout=_number(options, "persist_idle_timeout", "burrow_persist_idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        connect_timeout=_number(options, "timeout", "ansible_ssh_timeout", None),
+        idle_timeout=_number(options, "persist_idle_timeout", "burrow_persist_idle_timeout", DEFAULT_IDLE_TIMEOUT) or DEFAULT_IDLE_TIMEOUT,
         owner=(int(owner[0]), int(owner[1])) if owner else None,
+        forward_agent=bool(forward_agent),
     )
 
 

@@ -33,7 +33,7 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
     state_dir = ensure_state_dir(state_dir)
     paths = TunnelPaths(state_dir, tunnel.name)
     if timeout is None:
-        timeout = tunnel.connect_timeout * (len(tunnel.hops) + 1) * 2 + 10
+        timeout = tunnel.effective_connect_timeout * (len(tunnel.hops) + 1) * 2 + 10
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child

@@ -129,6 +129,8 @@ def hop_from_fields(data: dict[str, t.Any], field: str) -> Hop:
     for key in ("private_key", "private_key_passphrase", "password"):
         if data.get(key) is not None:
             values[key] = validate_secret(data[key], f"{field}.{key}")
+    if data.get("compression") is not None:
+        values["compression"] = validate_bool(data["compression"], f"{field}.compression")
     if data.get("use_agent") is not None:
         values["use_agent"] = validate_bool(data["use_agent"], f"{field}.use_agent")
     if data.get("host_key_checking") is not None:

@@ -52,8 +52,16 @@ HOP_KEYS = (
     "host_key_fingerprint",
     "certificate_file",
     "proxy_command",
+    "compression",
 )
 # Tunnel-wide settings that every hop inherits unless it sets its own (a tunnel-wide proxy_command is the first hop's).
+# What an unset setting means, applied where the value is read (so that "unset" stays distinguishable from an explicit
+# value and the ssh_config can fill it, as with ssh): the tunnel's and every hop's.
+DEFAULT_KEEPALIVE_INTERVAL = 5
+DEFAULT_KEEPALIVE_COUNT_MAX = 3
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_USE_AGENT = True
+DEFAULT_HOST_KEY_CHECKING = "strict"
 HOP_DEFAULT_KEYS = tuple(key for key in HOP_KEYS if key not in ("host", "port", "host_key_fingerprint", "proxy_command"))
 
 
@@ -133,8 +141,9 @@ class Hop:
     private_key: str | None = dataclasses.field(default=None, repr=False)
     private_key_passphrase: str | None = dataclasses.field(default=None, repr=False)
     password: str | None = dataclasses.field(default=None, repr=False)
-    use_agent: bool = True
-    host_key_checking: str = "strict"
+    # None: not declared; the ssh_config (IdentityAgent, StrictHostKeyChecking) or the default applies.
+    use_agent: bool | None = None
+    host_key_checking: str | None = None
     known_hosts_file: str | None = None
     host_key_fingerprint: str | None = None
     # An OpenSSH user certificate for the hop's key (else the key's "-cert.pub" beside it is used when it exists).
@@ -142,6 +151,31 @@ class Hop:
     # The command whose stdin/stdout carry the first hop's SSH connection instead of TCP (ssh's ProxyCommand);
     # 'none' turns a configured one off. Tokens %h %p %r %n %% are expanded when the ssh_config is applied.
     proxy_command: str | None = None
+    # zlib@openssh.com on this hop's connection (ssh -C); None: Compression from the ssh_config, else off.
+    compression: bool | None = None
+    # Filled from the ssh_config only (never part of a declaration's identity): IdentityAgent ("none" or a socket
+    # path), IdentitiesOnly, the extra UserKnownHostsFile and GlobalKnownHostsFile files, HostKeyAlias,
+    # ServerAliveInterval/CountMax and ConnectTimeout of this host, ForwardAgent (connection plugin).
+    identity_agent: str | None = None
+    identities_only: bool | None = None
+    extra_known_hosts_files: t.Tuple[str, ...] = ()
+    global_known_hosts_files: t.Tuple[str, ...] = ()
+    host_key_alias: str | None = None
+    server_alive_interval: int | None = None
+    server_alive_count_max: int | None = None
+    connect_timeout: float | None = None
+    forward_agent: bool | None = None
+
+    @property
+    def agent_enabled(self) -> bool:
+        """Whether agent keys are offered: use_agent when declared, else not when IdentityAgent is none."""
+        if self.use_agent is not None:
+            return self.use_agent
+        return self.identity_agent is None or self.identity_agent.lower() != "none"
+
+    @property
+    def host_key_policy(self) -> str:
+        return self.host_key_checking or DEFAULT_HOST_KEY_CHECKING
 
     def label(self) -> str:
         user = f"{self.user}@" if self.user else ""
@@ -157,12 +191,15 @@ class Hop:
             "has_key": self.private_key is not None,
             "has_passphrase": self.private_key_passphrase is not None,
             "has_password": self.password is not None,
-            "use_agent": self.use_agent,
-            "host_key_checking": self.host_key_checking,
+            # Unset values appear as their defaults, so that the identity of an unchanged declaration stays what it was.
+            "use_agent": DEFAULT_USE_AGENT if self.use_agent is None else self.use_agent,
+            "host_key_checking": self.host_key_policy,
             "known_hosts_file": self.known_hosts_file,
             "host_key_fingerprint": self.host_key_fingerprint,
             "certificate_file": self.certificate_file,
             "proxy_command": self.proxy_command,
+            # Added keys appear only when set: a declaration without them keeps its digest.
+            **({"compression": self.compression} if self.compression is not None else {}),
         }
 
 
@@ -171,9 +208,11 @@ class Tunnel:
     name: str
     hops: t.Tuple[Hop, ...]
     forwards: t.Tuple[Forward, ...]
-    keepalive_interval: int = 5
-    keepalive_count_max: int = 3
-    connect_timeout: int = 10
+    # None: not declared; the target's ServerAliveInterval/ServerAliveCountMax and every hop's ConnectTimeout from the
+    # ssh_config apply, else the DEFAULT_* values (see the effective_* properties).
+    keepalive_interval: int | None = None
+    keepalive_count_max: int | None = None
+    connect_timeout: int | None = None
     lifetime: str = "persistent"
     ttl: int | None = None
     idle_timeout: int | None = None
@@ -183,11 +222,16 @@ class Tunnel:
         if not self.hops:
             raise SpecError("host", None, "a tunnel needs at least one hop (its target server)")
 
+    @property
+    def effective_connect_timeout(self) -> int:
+        return self.connect_timeout if self.connect_timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
     def _settings(self) -> dict[str, t.Any]:
+        # Unset values as their defaults: digests of declarations made before "unset" existed stay the same.
         return {
-            "keepalive_interval": self.keepalive_interval,
-            "keepalive_count_max": self.keepalive_count_max,
-            "connect_timeout": self.connect_timeout,
+            "keepalive_interval": self.keepalive_interval if self.keepalive_interval is not None else DEFAULT_KEEPALIVE_INTERVAL,
+            "keepalive_count_max": self.keepalive_count_max if self.keepalive_count_max is not None else DEFAULT_KEEPALIVE_COUNT_MAX,
+            "connect_timeout": self.effective_connect_timeout,
             "lifetime": self.lifetime,
             "ttl": self.ttl,
             "idle_timeout": self.idle_timeout,

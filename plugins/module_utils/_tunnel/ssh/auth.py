@@ -13,6 +13,7 @@ import datetime
 import getpass
 import io
 import os
+import socket
 import time
 import typing as t
 
@@ -164,6 +165,34 @@ def _with_certificates(hop: Hop, source: str, loader: t.Callable[[], t.Any], not
     return keys
 
 
+def agent_socket_path(hop: Hop) -> str | None:
+    """The agent socket of a hop: its IdentityAgent (a path, $VARIABLE or SSH_AUTH_SOCK), else $SSH_AUTH_SOCK; None for none."""
+    if not hop.agent_enabled:
+        return None
+    chosen = hop.identity_agent
+    if chosen is None or chosen == "SSH_AUTH_SOCK" or chosen.lower() == "none":
+        # none with use_agent explicitly true: the task wins, with the usual socket.
+        return os.environ.get("SSH_AUTH_SOCK") or None
+    if chosen.startswith("$"):
+        return os.environ.get(chosen[1:]) or None
+    return os.path.expanduser(chosen)
+
+
+def agent_keys(path: str) -> list[t.Any]:
+    """The keys of the agent listening on ``path`` (paramiko's Agent reads only $SSH_AUTH_SOCK)."""
+    agent = paramiko.Agent.__new__(paramiko.Agent)
+    paramiko.agent.AgentSSH.__init__(agent)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(10)
+        conn.connect(path)
+        agent._connect(conn)
+    except (OSError, paramiko.SSHException):
+        conn.close()
+        return []
+    return list(agent.get_keys())
+
+
 def _candidate_keys(hop: Hop, notes: list[str]) -> list[tuple[str, t.Any]]:
     label = hop.label()
     passphrase = hop.private_key_passphrase
@@ -174,12 +203,14 @@ def _candidate_keys(hop: Hop, notes: list[str]) -> list[tuple[str, t.Any]]:
     if hop.private_key_file:
         path = hop.private_key_file
         keys.extend(_with_certificates(hop, path, lambda: load_private_key(path=path, passphrase=passphrase, label=label), notes))
-    if hop.use_agent and os.environ.get("SSH_AUTH_SOCK"):
-        try:
-            agent = paramiko.Agent()
-            keys.extend((f"agent key {fingerprint(key)}", key) for key in agent.get_keys())
-        except paramiko.SSHException:
-            pass
+    socket_path = agent_socket_path(hop)
+    if socket_path:
+        loaded = agent_keys(socket_path)
+        if hop.identities_only:
+            # IdentitiesOnly: the agent signs only for the keys the hop names (their public halves), as with ssh.
+            named = {key.asbytes() for _source, key in keys}
+            loaded = [key for key in loaded if key.asbytes() in named]
+        keys.extend((f"agent key {fingerprint(key)}", key) for key in loaded)
     if not keys and not hop.password:
         for default in DEFAULT_IDENTITY_FILES:
             expanded = os.path.expanduser(default)

@@ -17,13 +17,12 @@ import socket
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ForwardRefused, TunnelError, Unreachable
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Hop
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import DEFAULT_CONNECT_TIMEOUT, Hop
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.auth import authenticate
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.hostkeys import (
-    known_hosts_name,
-    known_hosts_path,
-    load_known_hosts,
+    hop_known_hosts_name,
+    load_hop_known_hosts,
     preferred_key_types,
     verify_host_key,
 )
@@ -98,8 +97,10 @@ def _handshake(sock: t.Any, hop: Hop, timeout: float) -> tuple[t.Any, list[str]]
     transport.banner_timeout = timeout
     transport.auth_timeout = timeout
     transport.handshake_timeout = timeout
-    if not hop.host_key_fingerprint and hop.host_key_checking != "off":
-        types = preferred_key_types(load_known_hosts(known_hosts_path(hop)), known_hosts_name(hop.host, hop.port))
+    if hop.compression:
+        transport.use_compression(True)
+    if not hop.host_key_fingerprint and hop.host_key_policy != "off":
+        types = preferred_key_types(load_hop_known_hosts(hop), hop_known_hosts_name(hop))
         supported = [name for name in types if name in transport.get_security_options().key_types]
         if supported:
             transport.get_security_options().key_types = supported
@@ -128,11 +129,19 @@ def _handshake(sock: t.Any, hop: Hop, timeout: float) -> tuple[t.Any, list[str]]
     return transport, warnings
 
 
+def compression_warning(labels: t.Sequence[str]) -> str:
+    return (
+        f"compression is on for {', '.join(labels)}, whose connection carries forwarded traffic: compressing data an attacker can "
+        "influence together with secrets may leak information about them (OpenSSH's advice); turn it off unless the link is slow and the traffic trusted"
+    )
+
+
 class ChainBuilder:
     """Resolves hops through one ssh_config and connects them; the only place a hop chain is built."""
 
-    def __init__(self, connect_timeout: float = 10.0, ssh_config: SshConfig | None = None) -> None:
-        self.connect_timeout = float(connect_timeout)
+    def __init__(self, connect_timeout: float | None = None, ssh_config: SshConfig | None = None) -> None:
+        # None: each hop's ConnectTimeout from the ssh_config, else DEFAULT_CONNECT_TIMEOUT (an explicit value wins).
+        self.connect_timeout = float(connect_timeout) if connect_timeout is not None else None
         self.ssh_config = ssh_config if ssh_config is not None else SshConfig.load()
 
     def resolve(self, hops: t.Sequence[Hop]) -> list[Hop]:
@@ -155,9 +164,14 @@ class ChainBuilder:
             raise
         return chain, warnings
 
+    def timeout_for(self, hop: Hop) -> float:
+        if self.connect_timeout is not None:
+            return self.connect_timeout
+        return float(hop.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+
     def extend(self, previous: tuple[t.Any, Hop] | None, hop: Hop) -> tuple[t.Any, list[str]]:
         """One more authenticated transport: to ``hop`` directly, or through ``previous`` (its transport and hop)."""
-        timeout = self.connect_timeout
+        timeout = self.timeout_for(hop)
         try:
             if previous is None and hop.proxy_command:
                 sock: t.Any = open_proxy_socket(hop)

@@ -8,7 +8,8 @@
 """The one OpenSSH client configuration reader, used by the tunnel process and the connection plugin's broker.
 
 A hop names a host as the user would give it to ``ssh``; the configuration fills what the declaration left
-open (HostName, User, Port, IdentityFile, UserKnownHostsFile), and a ProxyJump of the target is used when
+open (HostName, User, Port, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking, Compression, ...; the hop's
+fields are None when undeclared), and a ProxyJump of the target is used when
 the declaration gives no jump hosts of its own, as ``ssh -J`` overrides the configuration.
 """
 
@@ -44,7 +45,32 @@ MAX_INCLUDE_DEPTH = 16
 PERCENT_PLACEHOLDER = "\x00"
 PROXY_TOKENS = "hpnr%"
 # Keywords burrow applies to a hop (docs/ssh-config.md lists them, tests/unit checks the table against this).
-HONOURED = ("host", "match", "include", "hostname", "user", "port", "identityfile", "userknownhostsfile", "proxyjump", "proxycommand", "certificatefile")
+HONOURED = (
+    "host",
+    "match",
+    "include",
+    "hostname",
+    "user",
+    "port",
+    "identityfile",
+    "userknownhostsfile",
+    "proxyjump",
+    "proxycommand",
+    "certificatefile",
+    "serveraliveinterval",
+    "serveralivecountmax",
+    "connecttimeout",
+    "stricthostkeychecking",
+    "identityagent",
+    "identitiesonly",
+    "globalknownhostsfile",
+    "hostkeyalias",
+    "compression",
+    "forwardagent",
+)
+# StrictHostKeyChecking as host_key_checking: ask would prompt, which burrow never does, so it is as strict as yes.
+STRICT_HOST_KEY_CHECKING = {"yes": "strict", "ask": "strict", "accept-new": "accept-new", "no": "off", "off": "off"}
+YES_NO = {"yes": True, "no": False}
 # Keywords that change where or how ssh connects and that burrow cannot honour: a host entry with one is refused
 # (with the value that would be harmless, if any), never silently connected some other way.
 REFUSED = ("proxyusefdpass", "bindaddress", "bindinterface", "addressfamily")
@@ -148,6 +174,38 @@ def expand_proxy_command(template: str, hop: Hop, original: str) -> str:
     return "".join(out)
 
 
+def expand_file_tokens(value: str, hop: Hop, original: str) -> str:
+    """The tokens ssh expands in a known_hosts file name: ~, %h %p %r %u %d %n %%."""
+    values = {
+        "h": hop.host,
+        "p": str(hop.port),
+        "r": hop.user or getpass.getuser(),
+        "u": getpass.getuser(),
+        "d": os.path.expanduser("~"),
+        "n": original,
+        "%": "%",
+    }
+    expanded = re.sub(r"%(.)", lambda match: values.get(match.group(1), match.group(0)), value)
+    return os.path.expanduser(expanded)
+
+
+def _choice(entry: dict[str, t.Any], keyword: str, choices: t.Mapping[str, t.Any], host: str, path: str | None) -> t.Any:
+    value = str(entry[keyword]).strip().lower()
+    if value not in choices:
+        raise Unreachable(f"{path} sets {keyword} {entry[keyword]} for {host}, which burrow does not understand", advice=f"use one of: {', '.join(choices)}")
+    return choices[value]
+
+
+def _number(entry: dict[str, t.Any], keyword: str, host: str, path: str | None, low: float) -> int:
+    try:
+        value = int(str(entry[keyword]).strip())
+    except ValueError:
+        value = -1
+    if value < low:
+        raise Unreachable(f"{path} sets {keyword} {entry[keyword]} for {host}: not a number of at least {low:g}", advice="fix that line")
+    return value
+
+
 class SshConfig:
     """A parsed ssh_config (or none): looks up a host's entry and applies it to hops."""
 
@@ -209,8 +267,35 @@ class SshConfig:
             existing = [path for path in entry["identityfile"] if os.path.exists(os.path.expanduser(path))]
             if existing:
                 changes["private_key_file"] = existing[0]
+        resolved = dataclasses.replace(hop, **changes) if changes else hop
         if hop.known_hosts_file is None and entry.get("userknownhostsfile"):
-            changes["known_hosts_file"] = str(entry["userknownhostsfile"]).split()[0]
+            # Every file is consulted, as ssh does; accept-new records keys in the first one.
+            files = [expand_file_tokens(name, resolved, hop.host) for name in shlex.split(str(entry["userknownhostsfile"]))]
+            if files and files[0].lower() != "none":
+                changes["known_hosts_file"] = files[0]
+                changes["extra_known_hosts_files"] = tuple(files[1:])
+        if entry.get("globalknownhostsfile"):
+            names = shlex.split(str(entry["globalknownhostsfile"]))
+            changes["global_known_hosts_files"] = tuple(expand_file_tokens(name, resolved, hop.host) for name in names if name.lower() != "none")
+        if entry.get("hostkeyalias"):
+            changes["host_key_alias"] = str(entry["hostkeyalias"]).strip()
+        if hop.host_key_checking is None and entry.get("stricthostkeychecking"):
+            changes["host_key_checking"] = _choice(entry, "stricthostkeychecking", STRICT_HOST_KEY_CHECKING, hop.host, self.path)
+        if entry.get("identityagent"):
+            changes["identity_agent"] = str(entry["identityagent"]).strip()
+        if entry.get("identitiesonly"):
+            changes["identities_only"] = _choice(entry, "identitiesonly", YES_NO, hop.host, self.path)
+        if hop.compression is None and entry.get("compression"):
+            changes["compression"] = _choice(entry, "compression", YES_NO, hop.host, self.path)
+        if hop.forward_agent is None and entry.get("forwardagent"):
+            changes["forward_agent"] = _choice(entry, "forwardagent", YES_NO, hop.host, self.path)
+        if entry.get("serveraliveinterval"):
+            # 0 (ssh: no keepalives) leaves burrow's default: a tunnel always watches its connection.
+            changes["server_alive_interval"] = _number(entry, "serveraliveinterval", hop.host, self.path, 0) or None
+        if entry.get("serveralivecountmax"):
+            changes["server_alive_count_max"] = _number(entry, "serveralivecountmax", hop.host, self.path, 1)
+        if entry.get("connecttimeout") and str(entry["connecttimeout"]).strip().lower() != "none":
+            changes["connect_timeout"] = float(_number(entry, "connecttimeout", hop.host, self.path, 1))
         if hop.certificate_file is None and entry.get("certificatefile"):
             changes["certificate_file"] = os.path.expanduser(str(entry["certificatefile"]))
         if first and hop.proxy_command is None and entry.get("proxycommand"):

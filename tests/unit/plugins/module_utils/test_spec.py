@@ -562,8 +562,9 @@ def test_models_are_frozen() -> None:
 def test_hop_strings(text: str, user: str | None, host: str, port: int) -> None:
     hop = parse_hop(text)
     assert (hop.user, hop.host, hop.port) == (user, host, port)
-    assert hop.host_key_checking == "strict"
-    assert hop.use_agent is True
+    # Unset (the ssh_config or the default applies where they are read): strict and the agent.
+    assert (hop.host_key_checking, hop.use_agent) == (None, None)
+    assert (hop.host_key_policy, hop.agent_enabled) == ("strict", True)
 
 
 @pytest.mark.parametrize(
@@ -705,7 +706,9 @@ def test_tunnel_defaults() -> None:
     tunnel = parse_declaration({"name": "t", "host": "h", "port": None, "via": None, "ttl": None})
     assert tunnel.hops == (Hop("h"),)
     assert tunnel.forwards == ()
-    assert (tunnel.keepalive_interval, tunnel.keepalive_count_max, tunnel.connect_timeout) == (5, 3, 10)
+    assert (tunnel.keepalive_interval, tunnel.keepalive_count_max, tunnel.connect_timeout) == (None, None, None)
+    settings = tunnel.identity()
+    assert (settings["keepalive_interval"], settings["keepalive_count_max"], settings["connect_timeout"]) == (5, 3, 10)
     assert (tunnel.lifetime, tunnel.ttl, tunnel.idle_timeout, tunnel.reconnect) == ("persistent", None, None, True)
 
 
