@@ -123,9 +123,12 @@ class Lab:
         path.write_text(json.dumps(inventory))
         return path
 
-    def run(self, ansible_playbook: t.Callable[..., t.Any], playbook: str, inventory: pathlib.Path, **extra_vars: t.Any) -> t.Any:
+    def run(
+        self, ansible_playbook: t.Callable[..., t.Any], playbook: str, inventory: pathlib.Path, env: dict[str, str] | None = None, **extra_vars: t.Any
+    ) -> t.Any:
         variables = {"local_tmp": str(self.local_tmp), "run_id": secrets.token_hex(3), "target_address": TARGET_ADDRESS, **extra_vars}
-        return ansible_playbook(TARGET_DIR / playbook, inventory, extra_vars=variables, env={"BURROW_STATE_DIR": str(self.state_dir)}, timeout=600)
+        run_env = {"BURROW_STATE_DIR": str(self.state_dir), **(env or {})}
+        return ansible_playbook(TARGET_DIR / playbook, inventory, extra_vars=variables, env=run_env, timeout=600)
 
     def broker_sockets(self) -> list[pathlib.Path]:
         return sorted(self.state_dir.glob("broker-*.sock"))
@@ -351,3 +354,38 @@ def test_a_connection_listener_beyond_loopback_needs_allow_non_loopback_bind(lab
     output = allowed.stdout + allowed.stderr
     assert "burrow_local_forwards[0] listens on 0.0.0.0:0: reachable from other machines" in output, _failures(allowed)
     assert _wait_broker_gone(lab)
+
+
+@pytest.fixture
+def controller_agent(tmp_path: pathlib.Path) -> t.Iterator[tuple[pathlib.Path, str]]:
+    """An ssh-agent on the controller with a fresh key: its socket and the key's fingerprint."""
+    key = tmp_path / "agent_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "burrow-forwarded", "-f", str(key)], check=True, timeout=30)
+    listed = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], check=True, capture_output=True, text=True, timeout=30)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists(), "ssh-agent did not start"
+        subprocess.run(["ssh-add", str(key)], env=dict(os.environ, SSH_AUTH_SOCK=str(sock)), check=True, capture_output=True, timeout=30)
+        yield sock, listed.stdout.split()[1]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def test_agent_forwarding_lists_the_controller_s_key_on_the_target_only_when_on(
+    lab: Lab, ansible_playbook: t.Callable[..., t.Any], controller_agent: tuple[pathlib.Path, str]
+) -> None:
+    sock, fingerprint = controller_agent
+    outcomes = {}
+    for forward in (True, False):
+        result = lab.run(ansible_playbook, "agent.yml", lab.inventory(burrow_forward_agent=forward), env={"SSH_AUTH_SOCK": str(sock)})
+        assert result.returncode == 0, _failures(result)
+        outcomes[forward] = _host_result(result, "tunneled-pipelining", "List the agent's keys on the target")
+        assert _wait_broker_gone(lab)
+    assert outcomes[True]["rc"] == 0 and fingerprint in outcomes[True]["stdout"], outcomes[True]
+    # Off (the default): no SSH_AUTH_SOCK on the target, ssh-add cannot reach an agent (rc 2).
+    assert outcomes[False]["rc"] != 0 and fingerprint not in outcomes[False]["stdout"], outcomes[False]
