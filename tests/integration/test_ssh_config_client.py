@@ -150,7 +150,10 @@ def test_sshd_log_shows_compression_negotiated_when_asked_and_not_otherwise(
     seen: dict[str, list[str]] = {}
     for name, extra in (("plain", {}), ("compressed", {"compression": True})):
         before = len(_compression_lines(server))
-        logged = lambda before=before: len(_compression_lines(server)) > before  # noqa: E731
+
+        def logged(before: int = before) -> bool:
+            return len(_compression_lines(server)) > before
+
         with running(parse_declaration(dict(base, name=name, **extra))) as engine:
             assert echo_roundtrip(bound(engine), b"x" * 4096) == b"x" * 4096
             warned = [warning for warning in engine.status()["warnings"] if "compression is on" in warning]
