@@ -75,7 +75,7 @@ def test_null_for_an_optional_option_is_unset() -> None:
     tunnel = _as_the_action_plugin(dict(BASE, port=None, **nulls))
     default = _as_the_action_plugin(dict(BASE))
     assert tunnel.digest() == default.digest()
-    assert tunnel.hops[-1].port == 22 and tunnel.hops[-1].host_key_checking == "strict"
+    assert tunnel.hops[-1].port == 22 and tunnel.hops[-1].host_key_policy == "strict"
 
 
 def test_null_for_a_required_option_is_missing() -> None:
