@@ -105,6 +105,29 @@ _SOCKS = {
     "socks_password": dict(SECRET, description="RFC 1929 password (secret).", minLength=1, maxLength=255),
 }
 
+_PROBE_TYPES = ["tcp", "postgresql", "mysql", "redis", "http", "tls", "ssh"]
+_PROBE = {
+    "probe": {
+        "description": "How to check the service behind the forward (tunnel_info probe=true, tunnel wait_for_probe=true).",
+        "oneOf": [
+            {"enum": _PROBE_TYPES},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"enum": _PROBE_TYPES},
+                    "path": {"type": "string", "pattern": "^/[^\\s]*$"},
+                    "method": {"enum": ["GET", "HEAD", "get", "head"]},
+                    "status": {"type": "integer", "minimum": 100, "maximum": 599},
+                    "server_name": {"type": "string"},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+                },
+            },
+        ],
+    },
+}
+_PROBE_TARGET = {"probe_target": {"description": "host:port probed through a SOCKS forward.", "type": "string", "minLength": 3}}
+
 
 def _forward(dict_ref: str, description: str) -> dict[str, t.Any]:
     return {
@@ -147,6 +170,8 @@ TUNNEL_SCHEMA: dict[str, t.Any] = {
         "ttl": {"oneOf": [_integer(1, 315360000, "Stop after this many seconds."), {"type": "null"}]},
         "idle_timeout": {"oneOf": [_integer(1, 315360000, "Stop after this many seconds without a connection."), {"type": "null"}]},
         "drain_timeout": _integer(0, 3600, "Seconds open connections may drain when the tunnel stops."),
+        "wait_for_probe": {"description": "Return only when every forward's probe passes (until probe_timeout).", "type": "boolean"},
+        "probe_timeout": _integer(1, 3600, "Seconds wait_for_probe waits for every probe to pass."),
         "state_dir": {"description": "State directory (default $XDG_RUNTIME_DIR/burrow or ~/.ansible/burrow).", "type": "string", "pattern": FILE_PATTERN},
         "lifetime_owner": {"description": "Set by the action plugin for lifetime=play.", "type": "object"},
     },
@@ -158,17 +183,17 @@ TUNNEL_SCHEMA: dict[str, t.Any] = {
         "local_forward": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {**_LISTEN, **_DESTINATION},
+            "properties": {**_LISTEN, **_DESTINATION, **_PROBE},
         },
         "remote_forward": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {**_LISTEN, **_DESTINATION, **_SOCKS},
+            "properties": {**_LISTEN, **_DESTINATION, **_SOCKS, **_PROBE, **_PROBE_TARGET},
         },
         "dynamic_forward": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {**_LISTEN, **_SOCKS},
+            "properties": {**_LISTEN, **_SOCKS, **_PROBE, **_PROBE_TARGET},
         },
     },
 }

@@ -47,11 +47,13 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "ttl": {"type": "int"},
     "idle_timeout": {"type": "int"},
     "drain_timeout": {"type": "int", "default": 10},
+    "wait_for_probe": {"type": "bool", "default": False},
+    "probe_timeout": {"type": "int", "default": 60},
     "state_dir": {"type": "path"},
     "lifetime_owner": {"type": "dict"},
 }
 
-NON_DECLARATION_OPTIONS = ("state", "allow_non_loopback_bind", "drain_timeout", "state_dir", "lifetime_owner")
+NON_DECLARATION_OPTIONS = ("state", "allow_non_loopback_bind", "drain_timeout", "state_dir", "lifetime_owner", "wait_for_probe", "probe_timeout")
 
 
 SECONDS_OPTIONS = ("ttl", "idle_timeout", "keepalive_interval", "connect_timeout", "drain_timeout")

@@ -77,7 +77,12 @@ options:
     description:
       - Local forwards (C(ssh -L)) in OpenSSH syntax C([bind_address:]port:host:hostport), with IPv6 in brackets,
         Unix sockets (C(port:/run/postgresql/.s.PGSQL.5432)), or dicts with C(listen_host), C(listen_port) or
-        C(listen_path), C(dest_host), C(dest_port) or C(dest_path).
+        C(listen_path), C(dest_host), C(dest_port) or C(dest_path), and optionally C(probe).
+      - C(probe) says how to check the service behind the forward through the tunnel, one of V(tcp), V(postgresql), V(mysql),
+        V(redis), V(http), V(tls) or V(ssh), or a dict with C(type) and, as needed, C(path), C(method) (V(GET) or V(HEAD))
+        and C(status) for HTTP (without C(status) any answer below 500 passes), C(server_name) for TLS SNI and
+        C(timeout) (seconds, default 5). No credentials are sent. Changing a probe is applied live.
+        M(burrow.ssh.tunnel_info) with C(probe=true) runs it; O(wait_for_probe) waits for it.
       - The bind address defaults to V(127.0.0.1). Port V(0) allocates a free port, reported in RV(tunnel.local_forwards)
         and kept on later runs.
     type: list
@@ -90,6 +95,8 @@ options:
         (reverse dynamic forward, OpenSSH 7.6 semantics).
       - The server decides where it really binds (sshd C(GatewayPorts)); the module reports what it bound and warns
         when it differs. Port V(0) lets the server allocate one.
+      - In the dict form, C(probe) (see O(local_forwards)) checks the destination as seen from this host; a SOCKS
+        remote forward needs C(probe_target) (a C(host) and C(port) joined by a colon).
     type: list
     elements: raw
     default: []
@@ -97,6 +104,8 @@ options:
     description:
       - Dynamic forwards (C(ssh -D)), a SOCKS4, SOCKS4a and SOCKS5 server, C([bind_address:]port) or a dict with
         C(listen_host), C(listen_port), C(socks_username) and C(socks_password) (RFC 1929, SOCKS5 only).
+      - C(probe_target) (a C(host) and C(port) joined by a colon) with an optional C(probe) (see O(local_forwards), default V(tcp)) checks that
+        destination through the SOCKS listener and the tunnel.
     type: list
     elements: raw
     default: []
@@ -214,6 +223,18 @@ options:
         on the server's side), so that no client takes a cut transfer for a complete one; C(tunnel.cut_connections) counts them.
     type: int
     default: 10
+  wait_for_probe:
+    description:
+      - Return only when every forward's probe passes (the C(probe) of each forward; a local forward without one
+        is checked at TCP level), probing again until O(probe_timeout). The task fails at the deadline with the
+        last result of each probe, and the tunnel stays up.
+      - Not in check mode.
+    type: bool
+    default: false
+  probe_timeout:
+    description: With O(wait_for_probe=true), how many seconds to wait for every probe to pass.
+    type: int
+    default: 60
   state_dir:
     description:
       - Where tunnel state files, control sockets and logs live (mode 0700).
@@ -265,6 +286,27 @@ EXAMPLES = r"""
       - ops@bastion-b.example.com:2222
     dynamic_forwards:
       - "127.0.0.1:1080"
+  delegate_to: localhost
+
+- name: Wait until PostgreSQL itself answers through the tunnel, not just the port
+  burrow.ssh.tunnel:
+    name: appdb
+    host: deploy@bastion.example.com
+    local_forwards:
+      - listen_port: 0
+        dest_host: db.internal
+        dest_port: 5432
+        probe: postgresql
+      - listen_port: 0
+        dest_host: api.internal
+        dest_port: 8080
+        probe: {type: http, path: /health, status: 200}
+    dynamic_forwards:
+      - listen_port: 1080
+        probe_target: cache.internal:6379
+        probe: redis
+    wait_for_probe: true
+    probe_timeout: 120
   delegate_to: localhost
 
 - name: Tear down every tunnel of this user on the controller
@@ -356,7 +398,25 @@ removed:
   type: list
   elements: str
   sample: [appdb]
+probe:
+  description:
+    - With O(wait_for_probe=true), the last result of each forward's probe; C(key), C(kind), C(protocol), C(ok),
+      C(latency_ms), C(target), C(answer) (what answered, for instance V(scram-sha-256)) and C(detail) on success,
+      C(error) on failure (naming what answered instead, for instance C(expected PostgreSQL, got 'HTTP/1.1 400')).
+  returned: when O(wait_for_probe=true)
+  type: list
+  elements: dict
+  sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "kind": "local", "protocol": "postgresql", "ok": true,
+            "answer": "scram-sha-256", "detail": "PostgreSQL requested scram-sha-256", "latency_ms": 4.1,
+            "target": "db.internal:5432"}]
+probe_waited:
+  description: With O(wait_for_probe=true), seconds spent waiting for the probes.
+  returned: when O(wait_for_probe=true)
+  type: float
+  sample: 3.5
 """
+
+import typing as t
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -410,7 +470,21 @@ def main() -> None:
     summary = manage.summarize(outcome.report)
     for warning in summary["warnings"]:
         module.warn(warning)
-    module.exit_json(changed=outcome.changed, action=outcome.action, tunnel=summary, msg=describe(outcome.report), diff=outcome.diff or {})
+    result: dict[str, t.Any] = {"changed": outcome.changed, "action": outcome.action, "tunnel": summary, "diff": outcome.diff or {}}
+    if params["wait_for_probe"] and not module.check_mode:
+        try:
+            passed, probes, waited = manage.wait_for_probes(state_dir, tunnel.name, float(params["probe_timeout"]))
+        except TunnelError as exc:
+            module.fail_json(msg=f"tunnel {tunnel.name}: probing failed: {exc}", error=exc.to_dict(), **result)
+        result.update(probe=probes, probe_waited=waited)
+        if not passed:
+            failing = "; ".join(f"{entry.get('key', tunnel.name)}: {entry.get('error') or entry.get('detail')}" for entry in probes if not entry.get("ok"))
+            module.fail_json(
+                msg=f"tunnel {tunnel.name} is up but its probes did not pass within {params['probe_timeout']}s: {failing}. "
+                "Is the service running behind the destination? The tunnel stays up; raise probe_timeout or fix the service and run again.",
+                **result,
+            )
+    module.exit_json(msg=describe(outcome.report), **result)
 
 
 if __name__ == "__main__":

@@ -171,3 +171,15 @@ def frozen(pids: t.Sequence[int]) -> t.Iterator[None]:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+def sshd_hop(sshd: t.Any) -> dict[str, t.Any]:
+    """The options that reach the sandbox sshd with its client key and known_hosts (no agent)."""
+    return {
+        "host": sshd.host,
+        "port": sshd.port,
+        "user": sshd.user,
+        "private_key_file": str(sshd.client_key),
+        "known_hosts_file": str(sshd.known_hosts),
+        "use_agent": False,
+    }

@@ -26,6 +26,7 @@ from engine_helpers import (
     payload,
     recv_all,
     sha256,
+    sshd_hop,
     wait_until,
 )
 
@@ -54,12 +55,7 @@ SIZES = [0, 1, 65535, 1024 * 1024, 64 * 1024 * 1024]
 def tunnel_for(sshd: t.Any, name: str = "engine", **overrides: t.Any) -> t.Any:
     params: dict[str, t.Any] = {
         "name": name,
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "private_key_file": str(sshd.client_key),
-        "known_hosts_file": str(sshd.known_hosts),
-        "use_agent": False,
+        **sshd_hop(sshd),
         "keepalive_interval": 1,
         "keepalive_count_max": 3,
         "connect_timeout": 5,

@@ -423,6 +423,8 @@ class Postgres:
         self.database = "burrow"
         self.superuser = "postgres"
         self._record: _Record | None = None
+        self._argv: list[str] = []
+        self._env: dict[str, str] = {}
 
     @property
     def pid(self) -> int:
@@ -751,17 +753,8 @@ class Sandbox:
                 "password_encryption=scram-sha-256",
             ]
             offset = pg.log_path.stat().st_size if pg.log_path.exists() else 0
-            # SIGINT is PostgreSQL's "fast shutdown" (SIGTERM would wait for clients); SIGKILL after 5 s still applies
-            pg._record = self._spawn("postgres", argv, pg.log_path, stop_signal=signal.SIGINT, kill_tree=False, cwd=str(pg.base), env=env)
-            deadline = time.monotonic() + 30
-            ready = False
-            while time.monotonic() < deadline and pg._record.alive():
-                probe = _run([str(bindir / "pg_isready"), "-q", "-h", str(pg.socket_dir), "-p", str(pg.port)], timeout=10)
-                if probe.returncode == 0:
-                    ready = True
-                    break
-                time.sleep(0.1)
-            if ready:
+            pg._argv, pg._env = argv, env
+            if self._spawn_postgres(pg):
                 break
             log = pg.log_path.read_text(errors="replace")[offset:]
             self._stop_records([pg._record])
@@ -803,6 +796,28 @@ class Sandbox:
         )  # over TCP with scram: proves the password auth path
         self.postgres = pg
         return pg
+
+    def _spawn_postgres(self, pg: Postgres) -> bool:
+        """Start the server with its recorded argv; True once pg_isready says it accepts connections (30 s deadline)."""
+        # SIGINT is PostgreSQL's "fast shutdown" (SIGTERM would wait for clients); SIGKILL after 5 s still applies
+        pg._record = self._spawn("postgres", pg._argv, pg.log_path, stop_signal=signal.SIGINT, kill_tree=False, cwd=str(pg.base), env=pg._env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and pg._record.alive():
+            probe = _run([str(pg.bindir / "pg_isready"), "-q", "-h", str(pg.socket_dir), "-p", str(pg.port)], timeout=10)
+            if probe.returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop_postgres(self) -> None:
+        """Stop the sandbox's PostgreSQL (fast shutdown); start_postgres_again brings it back on the same port."""
+        if self.postgres is not None and self.postgres._record is not None:
+            self._stop_records([self.postgres._record])
+
+    def start_postgres_again(self) -> None:
+        pg = self.postgres
+        if pg is None or not self._spawn_postgres(pg):
+            raise SandboxError(f"postgres did not start again: {pg.log_path.read_text(errors='replace')[-800:] if pg else 'never started'}")
 
     # -- files for Ansible and ssh ------------------------------------------------------------------------------
     def _remember_output(self, path: pathlib.Path) -> None:

@@ -307,5 +307,5 @@ class TunnelEngine:
         """A `state: present` found this tunnel as declared: it is in use, restart the idle count."""
         self.touched_at = time.monotonic()
 
-    def probe(self) -> list[dict[str, t.Any]]:
-        return self.forward_set.probe()
+    def probe(self, timeout: float | None = None) -> list[dict[str, t.Any]]:
+        return self.forward_set.probe(timeout)

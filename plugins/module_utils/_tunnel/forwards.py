@@ -18,7 +18,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import socks
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import probes, socks
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     SSHD_FORWARDING_HINT,
     ConnectionLost,
@@ -393,6 +393,8 @@ class ForwardSet:
             added = [key for key in wanted if key not in self.forwards]
             for key in removed:
                 self._remove(self.forwards.pop(key))
+            for key, runtime in self.forwards.items():
+                runtime.forward = wanted[key]  # same listener and destination; a changed probe applies at once
             created: list[ForwardRuntime] = []
             try:
                 for key in added:
@@ -495,25 +497,68 @@ class ForwardSet:
         except RuntimeError:
             channel.close()
 
-    def probe(self) -> list[dict[str, t.Any]]:
-        """End to end: open a channel to each local forward's destination and report the server's answer."""
-        results = []
-        for runtime in list(self.forwards.values()):
-            result: dict[str, t.Any] = {"key": runtime.key, "kind": runtime.forward.kind}
-            if runtime.forward.kind == "local" and runtime.forward.destination is not None:
-                started = time.monotonic()
-                try:
-                    channel = self.open_channel(runtime.forward.destination, ("127.0.0.1", 0))
-                    channel.close()
-                    result.update({"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 2)})
-                except TunnelError as exc:
-                    result.update({"ok": False, "error": str(exc)})
-            elif runtime.forward.kind == "dynamic":
-                result.update({"ok": self.connected.is_set() and runtime.listener is not None, "detail": "SOCKS listener accepting; destinations vary"})
-            else:
-                result.update(self._probe_remote(runtime))
-            results.append(result)
+    def probe(self, timeout: float | None = None) -> list[dict[str, t.Any]]:
+        """Each forward's probe (declared, else the TCP-level check), all at once so the slowest sets the time."""
+        runtimes = list(self.forwards.values())
+        results: list[dict[str, t.Any]] = [{} for _runtime in runtimes]
+
+        def one(index: int, runtime: ForwardRuntime) -> None:
+            results[index] = {"key": runtime.key, "kind": runtime.forward.kind, **self._probe_one(runtime, timeout)}
+
+        threads = [threading.Thread(target=one, args=(index, runtime), name="burrow-probe", daemon=True) for index, runtime in enumerate(runtimes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         return results
+
+    def _probe_one(self, runtime: ForwardRuntime, timeout: float | None) -> dict[str, t.Any]:
+        forward = runtime.forward
+        spec = forward.probe
+        if spec is None and forward.kind == "local":
+            spec = probes.ProbeSpec("tcp")
+        if spec is None and forward.kind == "remote" and forward.destination is not None:
+            return self._probe_remote(runtime)
+        if spec is None:
+            listening = self.connected.is_set() and runtime.active and (forward.kind == "remote" or runtime.listener is not None)
+            detail = (
+                "SOCKS listener accepting; destinations vary (set probe_target to probe one)"
+                if forward.kind == "dynamic"
+                else "remote listener registered on the server"
+            )
+            return {"ok": listening, "detail": detail if listening else "listener not active"}
+        if spec.target is not None:
+            target_host, target_port = spec.target.rsplit(":", 1)
+            target = Endpoint(host=target_host.strip("[]"), port=int(target_port))
+        else:
+            target = forward.destination or Endpoint()
+        result = probes.run(spec, lambda seconds: self._probe_stream(runtime, target, seconds), str(target.host or "localhost"), timeout)
+        return dict(result, target=str(target))
+
+    def _probe_stream(self, runtime: ForwardRuntime, target: Endpoint, seconds: float) -> t.Any:
+        """-L: a channel to the destination; -R: the local destination itself; -D: SOCKS through our own listener."""
+        kind = runtime.forward.kind
+        if kind == "local":
+            return self.open_channel(target, ("127.0.0.1", 0))
+        if kind == "remote" and runtime.forward.destination is not None:
+            if target.is_unix():
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(seconds)
+                sock.connect(str(target.path))
+                return sock
+            return socket.create_connection((str(target.host), int(target.port or 0)), timeout=seconds)
+        if kind == "remote":  # a remote SOCKS forward connects from here: the target directly
+            return socket.create_connection((str(target.host), int(target.port or 0)), timeout=seconds)
+        bound = runtime.bound
+        if bound is None or runtime.listener is None:
+            raise TunnelError(f"{runtime.key}: the SOCKS listener is not active")
+        sock = socket.create_connection((str(bound.host), int(bound.port or 0)), timeout=seconds)
+        try:
+            probes.socks5_connect(probes.Stream(sock, time.monotonic() + seconds), str(target.host), int(target.port or 0), runtime._socks_credentials())
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _probe_remote(self, runtime: ForwardRuntime) -> dict[str, t.Any]:
         """A remote forward works end to end only if the server holds its listener and this side reaches its destination."""

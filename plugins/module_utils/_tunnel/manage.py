@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError, TunnelError
@@ -53,6 +54,29 @@ def _render(spec: dict[str, t.Any] | None, forward_keys: list[str] | None) -> st
 
 def _desired_keys(tunnel: Tunnel) -> list[str]:
     return [forward.key() for forward in tunnel.forwards]
+
+
+def _probes_differ(tunnel: Tunnel, running: t.Iterable[dict[str, t.Any]]) -> bool:
+    """Probes are not part of a forward's key: a changed probe is applied live, like a changed forward."""
+    return [forward.get("probe") for forward in running] != [forward.public_dict()["probe"] for forward in tunnel.forwards]
+
+
+def wait_for_probes(state_dir: str, name: str, timeout: float, interval: float = 0.5) -> tuple[bool, list[dict[str, t.Any]], float]:
+    """Probe every forward until all pass or ``timeout`` seconds have gone; (passed, the last results, seconds waited)."""
+    handle = TunnelHandle(state_dir, name)
+    started = time.monotonic()
+    deadline = started + timeout
+    results: list[dict[str, t.Any]] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        report = handle.inspect(probe=True, probe_timeout=max(remaining, 0.5))
+        results = report.get("probe") or [{"ok": False, "error": f"tunnel {name} is {report.get('status')}: {report.get('reason') or 'no probe answer'}"}]
+        if all(result.get("ok") for result in results):
+            return True, results, round(time.monotonic() - started, 2)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False, results, round(time.monotonic() - started, 2)
+        time.sleep(min(interval, remaining))
 
 
 def summarize(report: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -115,7 +139,7 @@ def _decide_and_act(
         action = "repaired"
     elif current.get("digest") != tunnel.digest():
         action = "replaced"
-    elif _forward_keys(current.get("forwards", [])) != desired_keys:
+    elif _forward_keys(current.get("forwards", [])) != desired_keys or _probes_differ(tunnel, current.get("forwards", [])):
         action = "updated"
     else:
         if not check_mode:

@@ -29,6 +29,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths i
 )
 
 KILL_GRACE = 3.0
+PROBE_BUDGET = 45.0  # seconds a probe request may take when the caller sets no timeout
 
 
 class TunnelHandle:
@@ -71,7 +72,7 @@ class TunnelHandle:
     def request(self, op: str, timeout: float = 15.0, **fields: t.Any) -> dict[str, t.Any]:
         return protocol.call(self.paths.socket, dict(fields, op=op), timeout, f"tunnel {self.name}")
 
-    def inspect(self, probe: bool = False) -> dict[str, t.Any]:
+    def inspect(self, probe: bool = False, probe_timeout: float | None = None) -> dict[str, t.Any]:
         """A report: status up | reconnecting | down | stale | absent, plus what the process says."""
         if not self.exists:
             return {"name": self.name, "status": "absent"}
@@ -90,7 +91,12 @@ class TunnelHandle:
             base.update({"status": "stale", "reason": "the tunnel process is gone but its files remain (killed or crashed)"})
             return base
         try:
-            response = self.request("probe" if probe else "status")
+            if probe:
+                # Probes run at once, each within its own timeout and at most the budget: leave room for the answer.
+                budget = probe_timeout if probe_timeout else PROBE_BUDGET
+                response = self.request("probe", timeout=budget + 15.0, probe_timeout=budget)
+            else:
+                response = self.request("status")
         except TunnelError as exc:
             base.update({"status": "stale", "reason": f"the process {self.pid} is alive but does not answer: {exc}"})
             return base

@@ -135,7 +135,9 @@ class ControlServer:
             self.engine.touch()
             return {"ok": True}
         if op == "probe":
-            return {"ok": True, "status": self.engine.status(), "probe": self.engine.probe()}
+            timeout = request.get("probe_timeout")
+            results = self.engine.probe(float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None)
+            return {"ok": True, "status": self.engine.status(), "probe": results}
         if op == "apply":
             delta = self.engine.apply(module_forward_lists(request))
             return {"ok": True, "delta": delta, "status": self.engine.status()}

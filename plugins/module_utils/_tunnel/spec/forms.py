@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.probes import PROBE_TYPES, ProbeSpec
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import HOP_KEYS, HOST_KEY_CHECKING, Endpoint, Forward, Hop
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.syntax import check_string, parse_colon_forward, split_hop_string
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import (
@@ -30,10 +31,12 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate i
 
 FORWARD_ALIASES = {"bind_address": "listen_host", "port": "listen_port", "host": "dest_host", "host_port": "dest_port"}
 FORWARD_KEYS = {
-    "local": ("listen_host", "listen_port", "listen_path", "dest_host", "dest_port", "dest_path"),
-    "remote": ("listen_host", "listen_port", "listen_path", "dest_host", "dest_port", "dest_path", "socks_username", "socks_password"),
-    "dynamic": ("listen_host", "listen_port", "socks_username", "socks_password"),
+    "local": ("listen_host", "listen_port", "listen_path", "dest_host", "dest_port", "dest_path", "probe"),
+    "remote": ("listen_host", "listen_port", "listen_path", "dest_host", "dest_port", "dest_path", "socks_username", "socks_password", "probe", "probe_target"),
+    "dynamic": ("listen_host", "listen_port", "socks_username", "socks_password", "probe", "probe_target"),
 }
+PROBE_KEYS = ("type", "path", "method", "status", "server_name", "timeout")
+HTTP_METHODS = ("GET", "HEAD")
 
 
 def _canonical_keys(value: t.Mapping[str, t.Any], kind: str, field: str) -> dict[str, t.Any]:
@@ -102,7 +105,66 @@ def _parse_forward(kind: str, value: object, field: str) -> Forward:
     username, password = _socks_credentials(data, field)
     if username is not None and destination is not None:
         raise SpecError(f"{field}.socks_username", username, "applies to SOCKS forwards only (dynamic, or remote without a destination)")
-    return Forward(kind, listen, destination, username, password)
+    probe = parse_probe(data.get("probe"), data.get("probe_target"), destination, field)
+    return Forward(kind, listen, destination, username, password, probe)
+
+
+def _probe_target(value: object, field: str) -> str:
+    user, host, port = split_hop_string(check_string(value, field), field)
+    if port is None or user is not None:
+        raise SpecError(field, value, "must be host:port, the destination probed through the SOCKS forward")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _known_keys(value: t.Mapping[str, t.Any], known: t.Sequence[str], field: str, what: str) -> dict[str, t.Any]:
+    """The set items of a dict form, refusing keys it does not know."""
+    data: dict[str, t.Any] = {}
+    for key, item in value.items():
+        if key not in known:
+            raise SpecError(f"{field}.{key}", key, f"is not a known key of {what} (known: {', '.join(known)})")
+        if item is not None:
+            data[key] = item
+    return data
+
+
+def parse_probe(value: object, target: object, destination: Endpoint | None, field: str) -> ProbeSpec | None:
+    """``probe: postgresql`` or ``probe: {type: http, path: /health, status: 200}``; SOCKS forwards need ``probe_target``."""
+    if value is None and target is None:
+        return None
+    data: dict[str, t.Any] = {"type": "tcp"} if value is None else {"type": value} if isinstance(value, str) else {}
+    if isinstance(value, t.Mapping):
+        data.update(_known_keys(value, PROBE_KEYS, f"{field}.probe", "a probe"))
+    elif value is not None and not isinstance(value, str):
+        raise SpecError(f"{field}.probe", value, f"must be one of {', '.join(PROBE_TYPES)} or a dict with type")
+    values: dict[str, t.Any] = {"type": validate_choice(data.get("type", "tcp"), f"{field}.probe.type", PROBE_TYPES)}
+    if "path" in data:
+        path = check_string(data["path"], f"{field}.probe.path")
+        if not path.startswith("/") or any(char.isspace() or ord(char) < 32 for char in path):
+            raise SpecError(f"{field}.probe.path", path, "must start with / and have no spaces or control characters")
+        values["path"] = path
+    if "method" in data:
+        values["method"] = validate_choice(str(data["method"]).upper(), f"{field}.probe.method", HTTP_METHODS)
+    if "status" in data:
+        if isinstance(data["status"], bool) or not str(data["status"]).isdigit() or not 100 <= int(data["status"]) <= 599:
+            raise SpecError(f"{field}.probe.status", data["status"], "must be an HTTP status from 100 to 599")
+        values["status"] = int(data["status"])
+    if "server_name" in data:
+        values["server_name"] = dest_host(data["server_name"], f"{field}.probe.server_name")
+    if "timeout" in data:
+        try:
+            timeout = float(data["timeout"])
+        except (TypeError, ValueError):
+            timeout = 0.0
+        if isinstance(data["timeout"], bool) or not 0 < timeout <= 600:
+            raise SpecError(f"{field}.probe.timeout", data["timeout"], "must be a number of seconds above 0, at most 600")
+        values["timeout"] = timeout
+    if destination is None:
+        if target is None:
+            raise SpecError(f"{field}.probe_target", None, "a SOCKS forward's probe needs probe_target: host:port, the destination to probe through it")
+        values["target"] = _probe_target(target, f"{field}.probe_target")
+    elif target is not None:
+        raise SpecError(f"{field}.probe_target", target, "applies to SOCKS forwards only; this forward probes its destination")
+    return ProbeSpec(**values)
 
 
 def parse_local_forward(value: str | dict[str, t.Any], field: str = "local_forwards[0]") -> Forward:
@@ -155,11 +217,7 @@ def parse_hop(value: str | dict[str, t.Any], field: str = "via[0]", defaults: di
     """One hop from ``user@host:port``, ``ssh://user@host:port`` or a dict; ``defaults`` fill what it leaves unset."""
     data: dict[str, t.Any] = {}
     if isinstance(value, t.Mapping):
-        for key, item in value.items():
-            if key not in HOP_KEYS:
-                raise SpecError(f"{field}.{key}", key, f"is not a known key of a hop (known: {', '.join(HOP_KEYS)})")
-            if item is not None:
-                data[key] = item
+        data = _known_keys(value, HOP_KEYS, field, "a hop")
         if "host" not in data:
             raise SpecError(f"{field}.host", None, "is required")
         data["host"] = dest_host(data["host"], f"{field}.host")

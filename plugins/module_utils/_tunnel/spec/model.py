@@ -33,6 +33,7 @@ import json
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.probes import ProbeSpec
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import ALL_INTERFACES, is_loopback, resolves_to_loopback
 
 KINDS = ("local", "remote", "dynamic")
@@ -93,6 +94,8 @@ class Forward:
     destination: Endpoint | None
     socks_username: str | None = None
     socks_password: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    # How to check the service behind the forward; not part of key(): a changed probe is applied live.
+    probe: ProbeSpec | None = None
 
     def key(self) -> str:
         if self.destination is not None:
@@ -118,6 +121,7 @@ class Forward:
             "dest_port": destination.port,
             "dest_path": destination.path,
             "socks_username": self.socks_username,
+            "probe": self.probe.public_dict() if self.probe is not None else None,
         }
 
     @property

@@ -515,6 +515,7 @@ def test_forward_public_dict_fields() -> None:
         "dest_port": None,
         "dest_path": "/run/x.sock",
         "socks_username": None,
+        "probe": None,
     }
     json.dumps(forward.public_dict())
 
