@@ -12,8 +12,11 @@ version_added: 0.1.0
 description:
   - Lists the tunnels started by M(burrow.ssh.tunnel) for the current user on the host that runs the task,
     with their status, bound addresses and ports, traffic counters, reconnects and last error.
-  - With O(probe=true), opens a channel to each local forward's destination through the tunnel and reports
-    success and latency, or the server's reason.
+  - With O(probe=true), checks every forward end to end and reports success and latency, or what failed. A forward
+    with a C(probe) (see M(burrow.ssh.tunnel)) speaks that protocol (PostgreSQL, MySQL, Redis, HTTP, TLS, SSH) and
+    reports what answered; a local forward without one opens a channel to its destination (TCP level). Local forwards
+    are probed through the SSH channel, remote forwards at their local destination, SOCKS forwards through their
+    listener to C(probe_target). Probes run at once, each within its timeout.
   - Finds orphans (state whose process is gone) and reports them as V(stale). It never changes anything.
 author:
   - burrow.ssh team (@burrow-ssh)
@@ -114,9 +117,12 @@ tunnels:
       sample: 12.5
     probe:
       description:
-        - With O(probe=true), per forward C(ok), C(latency_ms) or C(error).
-        - A local forward opens a channel to its destination through the server. A remote forward is C(ok) only if the server
-          holds its listener and its destination answers a connection from the side that runs the tunnel (C(destination_ok)).
+        - With O(probe=true), per forward C(key), C(kind), C(ok), C(latency_ms); with a declared probe also
+          C(protocol), C(target), C(answer) and C(detail) (for instance V(PostgreSQL requested scram-sha-256)), or C(error)
+          naming what answered instead (for instance V(PostgreSQL probe - expected PostgreSQL, got 'HTTP/1.1 400')).
+        - Without a declared probe, a local forward opens a channel to its destination through the server; a remote forward
+          is C(ok) only if the server holds its listener and its destination answers a connection from the side that runs
+          the tunnel (C(destination_ok)).
       type: list
       elements: dict
       sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "ok": true, "latency_ms": 1.2}]
