@@ -338,7 +338,7 @@ def certificate_subject(der: bytes) -> str:
         names = []
         for _set_tag, rdn in _der_items(tbs[4][1]):
             for _seq_tag, attribute in _der_items(rdn):
-                (_, oid), (_, value) = list(_der_items(attribute))[:2]
+                (_oid_tag, oid), (_value_tag, value) = list(_der_items(attribute))[:2]
                 names.append(f"{CERT_NAMES.get(_oid(oid), _oid(oid))}={value.decode('utf-8', 'replace')}")
         return ", ".join(names)
     except (StopIteration, IndexError, ValueError):
