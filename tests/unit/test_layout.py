@@ -29,7 +29,18 @@ def collection_files() -> dict[str, pathlib.Path]:
 def imports_of(path: pathlib.Path, known: t.Collection[str]) -> set[str]:
     """The collection modules a file imports at module level or in functions (both can close a cycle at run time)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    # Imports under `if TYPE_CHECKING:` never run: a cycle declared that way (with its comment) is allowed.
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PREFIX):
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"

@@ -15,10 +15,9 @@ import logging
 import os
 import socket
 import threading
-import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import probes, socks
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import socks
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     SSHD_FORWARDING_HINT,
     ConnectionLost,
@@ -27,6 +26,9 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     PortInUse,
     TunnelError,
 )
+
+# Imported at load time like everything the tunnel process runs (the module payload is gone once it has forked).
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_probes import probe_forwards
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import Counters, Listener, bind_tcp, bind_unix, relay, start_thread, tune_socket
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import is_loopback
@@ -498,83 +500,5 @@ class ForwardSet:
             channel.close()
 
     def probe(self, timeout: float | None = None) -> list[dict[str, t.Any]]:
-        """Each forward's probe (declared, else the TCP-level check), all at once so the slowest sets the time."""
-        runtimes = list(self.forwards.values())
-        results: list[dict[str, t.Any]] = [{} for _runtime in runtimes]
-
-        def one(index: int, runtime: ForwardRuntime) -> None:
-            results[index] = {"key": runtime.key, "kind": runtime.forward.kind, **self._probe_one(runtime, timeout)}
-
-        threads = [threading.Thread(target=one, args=(index, runtime), name="burrow-probe", daemon=True) for index, runtime in enumerate(runtimes)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return results
-
-    def _probe_one(self, runtime: ForwardRuntime, timeout: float | None) -> dict[str, t.Any]:
-        forward = runtime.forward
-        spec = forward.probe
-        if spec is None and forward.kind == "local":
-            spec = probes.ProbeSpec("tcp")
-        if spec is None and forward.kind == "remote" and forward.destination is not None:
-            return self._probe_remote(runtime)
-        if spec is None:
-            listening = self.connected.is_set() and runtime.active and (forward.kind == "remote" or runtime.listener is not None)
-            detail = (
-                "SOCKS listener accepting; destinations vary (set probe_target to probe one)"
-                if forward.kind == "dynamic"
-                else "remote listener registered on the server"
-            )
-            return {"ok": listening, "detail": detail if listening else "listener not active"}
-        if spec.target is not None:
-            target_host, target_port = spec.target.rsplit(":", 1)
-            target = Endpoint(host=target_host.strip("[]"), port=int(target_port))
-        else:
-            target = forward.destination or Endpoint()
-        result = probes.run(spec, lambda seconds: self._probe_stream(runtime, target, seconds), str(target.host or "localhost"), timeout)
-        return dict(result, target=str(target))
-
-    def _probe_stream(self, runtime: ForwardRuntime, target: Endpoint, seconds: float) -> t.Any:
-        """-L: a channel to the destination; -R: the local destination itself; -D: SOCKS through our own listener."""
-        kind = runtime.forward.kind
-        if kind == "local":
-            return self.open_channel(target, ("127.0.0.1", 0))
-        if kind == "remote" and runtime.forward.destination is not None:
-            if target.is_unix():
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(seconds)
-                sock.connect(str(target.path))
-                return sock
-            return socket.create_connection((str(target.host), int(target.port or 0)), timeout=seconds)
-        if kind == "remote":  # a remote SOCKS forward connects from here: the target directly
-            return socket.create_connection((str(target.host), int(target.port or 0)), timeout=seconds)
-        bound = runtime.bound
-        if bound is None or runtime.listener is None:
-            raise TunnelError(f"{runtime.key}: the SOCKS listener is not active")
-        sock = socket.create_connection((str(bound.host), int(bound.port or 0)), timeout=seconds)
-        try:
-            probes.socks5_connect(probes.Stream(sock, time.monotonic() + seconds), str(target.host), int(target.port or 0), runtime._socks_credentials())
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _probe_remote(self, runtime: ForwardRuntime) -> dict[str, t.Any]:
-        """A remote forward works end to end only if the server holds its listener and this side reaches its destination."""
-        registered = self.connected.is_set() and runtime.active
-        destination = runtime.forward.destination
-        if destination is None:
-            detail = "remote SOCKS listener registered on the server; destinations vary"
-            return {"ok": registered, "detail": detail if registered else "remote listener not registered"}
-        started = time.monotonic()
-        try:
-            runtime.connect_destination(destination).close()
-        except TunnelError as exc:
-            state = "registered on the server" if registered else "not registered on the server"
-            return {"ok": False, "destination_ok": False, "error": f"remote listener {state}, but {exc}"}
-        latency = round((time.monotonic() - started) * 1000, 2)
-        if not registered:
-            return {"ok": False, "destination_ok": True, "latency_ms": latency, "detail": "remote listener not registered"}
-        detail = "remote listener registered on the server; destination reachable from this side"
-        return {"ok": True, "destination_ok": True, "latency_ms": latency, "detail": detail}
+        """Each forward's probe (declared, else the TCP-level check), all at once: see forward_probes.py."""
+        return probe_forwards(self, timeout)
