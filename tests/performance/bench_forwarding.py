@@ -53,7 +53,16 @@ END_MARK = "<!-- bench:end -->"
 KINDS = ("L", "R", "D")
 DIRECTIONS = ("up", "down")
 TOOLS = ("burrow", "openssh", "sshtunnel")
-TOOL_LABELS = {"burrow": "burrow.ssh", "openssh": "OpenSSH ssh", "sshtunnel": "sshtunnel", "direct": "direct (no tunnel)"}
+THROUGHPUT_TOOLS = ("burrow", "openssh", "openssh-gcm", "sshtunnel")
+TOOL_LABELS = {
+    "burrow": "burrow.ssh",
+    "openssh": "OpenSSH ssh",
+    "openssh-gcm": "OpenSSH ssh -c aes128-gcm",
+    "sshtunnel": "sshtunnel",
+    "direct": "direct (no tunnel)",
+}
+GCM = "aes128-gcm@openssh.com"
+IPERF_KINDS = ("L", "R")  # iperf3 cannot speak SOCKS, so -D is measured with the Python load generator only
 
 
 class Settings(t.NamedTuple):
@@ -64,10 +73,12 @@ class Settings(t.NamedTuple):
     setup_runs: int
     slow_seconds: float
     profile_seconds: float
+    memory_counts: tuple[int, ...]
 
 
-FULL = Settings(size=256 * MIB, runs=3, rtt_count=2000, concurrency=1000, setup_runs=5, slow_seconds=5.0, profile_seconds=6.0)
-QUICK = Settings(size=8 * MIB, runs=1, rtt_count=200, concurrency=50, setup_runs=3, slow_seconds=1.5, profile_seconds=2.0)
+FULL = Settings(size=256 * MIB, runs=3, rtt_count=2000, concurrency=1000, setup_runs=5, slow_seconds=5.0, profile_seconds=6.0, memory_counts=(1, 10, 50))
+QUICK = Settings(size=8 * MIB, runs=1, rtt_count=200, concurrency=50, setup_runs=3, slow_seconds=1.5, profile_seconds=2.0, memory_counts=(1, 2, 3))
+MAX_TUNNELS = 200  # bound on --memory-counts
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -173,6 +184,15 @@ def proc_memory_mib(pid: int) -> dict[str, float]:
             if line.startswith("Pss:"):
                 fields["Pss"] = round(int(line.split()[1]) / 1024, 1)
     return fields
+
+
+def proc_pss_kib(pid: int) -> int:
+    """PSS of one process (its shared pages divided among the processes that map them), from smaps_rollup."""
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
 
 
 def pid_alive(pid: int) -> bool:
@@ -408,9 +428,10 @@ def ssh_base_argv(sshd: t.Any) -> list[str]:
     ]
 
 
-def start_openssh(sshd: t.Any, service_port: int, workdir: pathlib.Path) -> Tunnel:
+def start_openssh(sshd: t.Any, service_port: int, workdir: pathlib.Path, tool: str = "openssh", extra: t.Sequence[str] = ()) -> Tunnel:
     ports = {"L": free_port(), "R": free_port(), "D": free_port()}
     argv = ssh_base_argv(sshd) + [
+        *extra,
         "-N",
         "-L",
         f"{SERVICE_HOST}:{ports['L']}:{SERVICE_HOST}:{service_port}",
@@ -423,7 +444,7 @@ def start_openssh(sshd: t.Any, service_port: int, workdir: pathlib.Path) -> Tunn
     log = (workdir / "ssh.log").open("ab")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     log.close()
-    tunnel = Tunnel("openssh", proc.pid, ports)
+    tunnel = Tunnel(tool, proc.pid, ports)
     tunnel.stop = lambda: stop_popen(proc)
     try:
         for port in ports.values():
@@ -435,8 +456,8 @@ def start_openssh(sshd: t.Any, service_port: int, workdir: pathlib.Path) -> Tunn
     return tunnel
 
 
-def openssh_cipher(sshd: t.Any) -> str:
-    result = subprocess.run([*ssh_base_argv(sshd), "-v", sshd.host, "true"], capture_output=True, text=True, timeout=30, check=False)
+def openssh_cipher(sshd: t.Any, extra: t.Sequence[str] = ()) -> str:
+    result = subprocess.run([*ssh_base_argv(sshd), *extra, "-v", sshd.host, "true"], capture_output=True, text=True, timeout=30, check=False)
     kex = re.search(r"kex: algorithm: (\S+)", result.stderr)
     cipher = re.search(r"kex: client->server cipher: (\S+) MAC: (\S+)", result.stderr)
     if not cipher:
@@ -495,21 +516,38 @@ def spawn_main(cfg: dict[str, t.Any]) -> int:
     import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
     from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
 
-    status = spawn(burrow_tunnel_spec(cfg, cfg["name"]), cfg["state_dir"], owner=cfg["owner"])
-    print(json.dumps(status), flush=True)
+    kinds = tuple(cfg.get("kinds") or KINDS)
+    for name in cfg.get("names") or [cfg["name"]]:
+        status = spawn(burrow_tunnel_spec(cfg, name, kinds=kinds), cfg["state_dir"], owner=cfg["owner"])
+        print(json.dumps(status), flush=True)
     return 0
+
+
+def spawn_burrow_many(sshd: t.Any, service_port: int, state_dir: str, names: list[str], kinds: t.Sequence[str] = KINDS) -> list[dict[str, t.Any]]:
+    """Spawn tunnel processes from one helper that imported what the tunnel module imports; their status lines."""
+    cfg = dict(hop_config(sshd, service_port), names=names, kinds=list(kinds), state_dir=state_dir, owner=owner())
+    helper = subprocess.Popen([sys.executable, __file__, "_spawn", json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        statuses = [json.loads(_read_line(helper, 60)) for _name in names]
+        helper.wait(10)
+    finally:
+        stop_popen(helper)
+    return statuses
+
+
+def stop_burrow(state_dir: str, name: str, pid: int) -> None:
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
+
+    with contextlib.suppress(Exception):
+        TunnelHandle(state_dir, name).stop(deadline=2)
+    if pid_alive(pid):
+        kill_pid(pid)
 
 
 def start_burrow(sshd: t.Any, service_port: int, state_dir: str, name: str = "bench") -> Tunnel:
     from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
 
-    cfg = dict(hop_config(sshd, service_port), name=name, state_dir=state_dir, owner=owner())
-    helper = subprocess.Popen([sys.executable, __file__, "_spawn", json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-    try:
-        status = json.loads(_read_line(helper, 60))
-        helper.wait(10)
-    finally:
-        stop_popen(helper)
+    status = spawn_burrow_many(sshd, service_port, state_dir, [name])[0]
     pid = int(status["pid"])
     kind_map = {"local": "L", "remote": "R", "dynamic": "D"}
     entries = {kind_map[forward["kind"]]: int(forward["bound_port"]) for forward in status["forwards"]}
@@ -640,32 +678,95 @@ def run_download(entry: Entry, service_port: int, block: bytes, size: int) -> tu
     return elapsed, left == 0 and digest.hexdigest() == expected_sha(block, size)
 
 
+def port_listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port, from /proc/net/tcp (no connection: iperf3 counts every connect as a test)."""
+    needle = f"0100007F:{port:04X}"
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[1] == needle and fields[3] == "0A":
+                return True
+    return False
+
+
+def start_iperf3_server(workdir: pathlib.Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = (workdir / "iperf3-server.log").open("ab")
+    proc = subprocess.Popen(["iperf3", "-s", "-B", SERVICE_HOST, "-p", str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    log.close()
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not port_listening(port) and proc.poll() is None:
+        time.sleep(0.02)
+    if not port_listening(port):
+        stop_popen(proc)
+        raise RuntimeError(f"iperf3 -s did not listen on {port}; see {workdir / 'iperf3-server.log'}")
+    return proc, port
+
+
+def run_iperf3(entry: Entry, size: int, reverse: bool) -> tuple[float, bool, int]:
+    """iperf3 as the client (C, no hashing): -n bytes through the entry port; -R makes the far end send (down)."""
+    argv = ["iperf3", "-c", SERVICE_HOST, "-p", str(entry.port), "-n", str(size), "-l", "128K", "-J", *(["-R"] if reverse else [])]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=IO_TIMEOUT, check=False)
+        end = json.loads(proc.stdout)["end"]
+        received, sent = end["sum_received"], end["sum_sent"]
+        moved = int(received["bytes"])
+        ok = proc.returncode == 0 and moved >= size and moved == int(sent["bytes"])
+        return float(received["seconds"]), ok, moved
+    except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        return IO_TIMEOUT, False, 0
+
+
+class Path(t.NamedTuple):
+    """One thing to measure: a tunnel (or the direct path), the load generator, and the paths it has."""
+
+    tunnel: Tunnel
+    loadgen: str  # "python" (this process, sha256-checked) or "iperf3"
+    kinds: tuple[str, ...]
+
+
 def measure_throughput(
-    tunnels: list[Tunnel], *, sshd_pids: t.Callable[[], list[int]], service_port: int, block: bytes, settings: Settings, log: t.Callable[[str], None]
+    paths: list[Path], *, sshd_pids: t.Callable[[], list[int]], service_port: int, block: bytes, settings: Settings, log: t.Callable[[str], None]
 ) -> list[dict[str, t.Any]]:
-    raw: dict[tuple[str, str, str], list[dict[str, float | bool]]] = {}
+    """Every path, up and down, once per run; the runs interleave the tools, so each run's ratios come from one moment."""
+    raw: dict[tuple[str, str, str, str], list[dict[str, float | bool]]] = {}
+    deadline = time.monotonic() + 3600
     for run in range(settings.runs):
-        for tunnel in tunnels:
-            for kind in [kind for kind in ("direct", *KINDS) if kind in tunnel.entries]:
+        for path in paths:
+            tunnel = path.tunnel
+            for kind in [kind for kind in path.kinds if kind in tunnel.entries]:
                 for direction in DIRECTIONS:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("throughput runs exceeded one hour")
                     sshd_before = proc_cpu_seconds(sshd_pids())
                     tunnel_before = proc_cpu_seconds([tunnel.pid]) if tunnel.pid else 0.0
-                    func = run_upload if direction == "up" else run_download
-                    elapsed, ok = func(tunnel.entry(kind), service_port, block, settings.size)
+                    if path.loadgen == "iperf3":
+                        elapsed, ok, moved = run_iperf3(tunnel.entry(kind), settings.size, reverse=direction == "down")
+                    else:
+                        func = run_upload if direction == "up" else run_download
+                        elapsed, ok = func(tunnel.entry(kind), service_port, block, settings.size)
+                        moved = settings.size
                     tunnel_cpu = proc_cpu_seconds([tunnel.pid]) - tunnel_before if tunnel.pid else 0.0
                     sshd_cpu = proc_cpu_seconds(sshd_pids()) - sshd_before if tunnel.tool != "direct" else 0.0
-                    mb = settings.size / 1e6
-                    sample = {"mbps": mb / elapsed, "ok": ok, "tunnel_cpu_ms_per_mb": tunnel_cpu * 1000 / mb, "sshd_cpu_ms_per_mb": sshd_cpu * 1000 / mb}
-                    raw.setdefault((tunnel.tool, kind, direction), []).append(sample)
+                    mb = max(moved, 1) / 1e6
+                    sample = {
+                        "mbps": round(mb / elapsed, 1),
+                        "ok": ok,
+                        "tunnel_cpu_ms_per_mb": round(tunnel_cpu * 1000 / mb, 3),
+                        "sshd_cpu_ms_per_mb": round(sshd_cpu * 1000 / mb, 3),
+                    }
+                    raw.setdefault((path.loadgen, tunnel.tool, kind, direction), []).append(sample)
                     log(
-                        f"  run {run + 1}/{settings.runs} {tunnel.tool:9} {kind:6} {direction:4} {sample['mbps']:8.1f} MB/s sha256 {'ok' if ok else 'MISMATCH'}"
+                        f"  run {run + 1}/{settings.runs} {path.loadgen:6} {tunnel.tool:11} {kind:6} {direction:4} {sample['mbps']:8.1f} MB/s "
+                        f"tunnel {sample['tunnel_cpu_ms_per_mb']:.2f} ms/MB {'ok' if ok else 'MISMATCH'}"
                     )
     rows = []
-    for (tool, kind, direction), samples in raw.items():
+    for (loadgen, tool, kind, direction), samples in raw.items():
         speeds = [float(s["mbps"]) for s in samples]
         median_index = speeds.index(statistics.median_low(speeds))
         rows.append(
             {
+                "loadgen": loadgen,
                 "tool": tool,
                 "kind": kind,
                 "direction": direction,
@@ -676,9 +777,92 @@ def measure_throughput(
                 "sha_ok": all(bool(s["ok"]) for s in samples),
                 "tunnel_cpu_ms_per_mb": round(float(samples[median_index]["tunnel_cpu_ms_per_mb"]), 2),
                 "sshd_cpu_ms_per_mb": round(float(samples[median_index]["sshd_cpu_ms_per_mb"]), 2),
+                "samples": samples,
             }
         )
     return rows
+
+
+def same_run_ratios(rows: list[dict[str, t.Any]], loadgen: str) -> list[dict[str, t.Any]]:
+    """burrow.ssh / OpenSSH for MB/s and tunnel CPU per MB, computed inside each run, then median and spread of the runs."""
+    by_key = {(r["tool"], r["kind"], r["direction"]): r for r in rows if r.get("loadgen", "python") == loadgen}
+    out = []
+    for kind in KINDS:
+        for direction in DIRECTIONS:
+            burrow = by_key.get(("burrow", kind, direction))
+            if not burrow:
+                continue
+            row: dict[str, t.Any] = {"loadgen": loadgen, "kind": kind, "direction": direction}
+            for ref in ("openssh", "openssh-gcm"):
+                other = by_key.get((ref, kind, direction))
+                if not other:
+                    continue
+                pairs = list(zip(burrow["samples"], other["samples"]))
+                for metric, field in (("mbps", "mbps"), ("cpu", "tunnel_cpu_ms_per_mb")):
+                    values = [float(b[field]) / float(o[field]) for b, o in pairs if float(o[field]) > 0]
+                    if values:
+                        row[f"{metric}_x_{ref}"] = {
+                            "median": round(statistics.median(values), 2),
+                            "min": round(min(values), 2),
+                            "max": round(max(values), 2),
+                            "runs": [round(v, 2) for v in values],
+                        }
+            out.append(row)
+    return out
+
+
+def measure_memory_scale(sshd: t.Any, service_port: int, state_dir: str, counts: t.Sequence[int], log: t.Callable[[str], None]) -> list[dict[str, t.Any]]:
+    """PSS per tunnel with 1, 10, 50 ... idle -L tunnels up at once: burrow.ssh tunnel processes, then `ssh -N -L` processes.
+
+    Every tunnel is verified with a 1-byte echo before it is counted; PSS is summed over each process and its descendants.
+    """
+    from sandbox import descendants
+
+    counts = sorted({min(MAX_TUNNELS, max(1, int(count))) for count in counts})
+    rows: dict[int, dict[str, t.Any]] = {count: {"tunnels": count} for count in counts}
+
+    def pss_total(pids: list[int]) -> tuple[float, float]:
+        every = [p for pid in pids for p in (pid, *descendants(pid))]
+        return sum(proc_pss_kib(pid) for pid in every) / 1024, sum(proc_rss_kib(pid) for pid in every) / 1024
+
+    burrow: list[tuple[str, int]] = []
+    try:
+        for count in counts:
+            names = [f"bench-mem-{index}" for index in range(len(burrow), count)]
+            statuses = spawn_burrow_many(sshd, service_port, state_dir, names, kinds=("L",)) if names else []
+            for name, status in zip(names, statuses):
+                burrow.append((name, int(status["pid"])))
+                first_byte(int(status["forwards"][0]["bound_port"]), time.perf_counter())
+            time.sleep(1.0)
+            pss, rss = pss_total([pid for _name, pid in burrow])
+            rows[count].update(burrow_pss_mib=round(pss, 1), burrow_rss_mib=round(rss, 1), burrow_pss_per_tunnel=round(pss / count, 2))
+            log(f"  burrow  {count:3} tunnels: PSS {pss:.1f} MiB ({pss / count:.2f} each), RSS {rss:.1f} MiB")
+    finally:
+        for name, pid in burrow:
+            stop_burrow(state_dir, name, pid)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for count in counts:
+            fresh = []
+            while len(procs) < count:
+                port = free_port()
+                argv = [*ssh_base_argv(sshd), "-N", "-L", f"{SERVICE_HOST}:{port}:{SERVICE_HOST}:{service_port}", sshd.host]
+                procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                fresh.append(port)
+            for port in fresh:
+                if not wait_port(port, 30, 0.01):
+                    raise RuntimeError(f"ssh -N -L did not listen on {port}")
+                first_byte(port, time.perf_counter())
+            time.sleep(1.0)
+            pss, rss = pss_total([proc.pid for proc in procs])
+            rows[count].update(openssh_pss_mib=round(pss, 1), openssh_rss_mib=round(rss, 1), openssh_pss_per_tunnel=round(pss / count, 2))
+            log(f"  openssh {count:3} tunnels: PSS {pss:.1f} MiB ({pss / count:.2f} each), RSS {rss:.1f} MiB")
+    finally:
+        for proc in procs:
+            stop_popen(proc)
+    for row in rows.values():
+        row["ratio"] = round(row["burrow_pss_per_tunnel"] / row["openssh_pss_per_tunnel"], 1) if row.get("openssh_pss_per_tunnel") else None
+    return list(rows.values())
 
 
 def measure_rtt(entry: Entry, service_port: int, count: int) -> dict[str, float]:
@@ -814,14 +998,17 @@ def measure_slow_reader(tunnel: Tunnel, service_port: int, seconds: float) -> di
     }
 
 
+PROFILE_ROWS = (("L", "up"), ("R", "down"), ("L", "down"))  # the two rows where the tunnel sends into SSH, then one where it reads
+
+
 def profile_burrow(tunnel: Tunnel, service_port: int, block: bytes, seconds: float, workdir: pathlib.Path) -> dict[str, t.Any]:
-    """py-spy (sampling, another process) on the burrow tunnel process during uploads, then downloads, through -L."""
+    """py-spy (sampling, another process) on the burrow tunnel process during transfers on each of PROFILE_ROWS."""
     py_spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).with_name("py-spy"))
     if not pathlib.Path(py_spy).exists():
         return {"error": "py-spy not installed (pip install py-spy)"}
     result: dict[str, t.Any] = {}
-    for direction in DIRECTIONS:
-        out = workdir / f"profile-{direction}.txt"
+    for kind, direction in PROFILE_ROWS:
+        out = workdir / f"profile-{kind}-{direction}.txt"
         argv = [
             py_spy,
             "record",
@@ -848,7 +1035,7 @@ def profile_burrow(tunnel: Tunnel, service_port: int, block: bytes, seconds: flo
             rounds = 0
             while time.monotonic() < end and proc.poll() is None and rounds < 1000:
                 func = run_upload if direction == "up" else run_download
-                _elapsed, ok = func(tunnel.entry("L"), service_port, block, 64 * MIB)
+                _elapsed, ok = func(tunnel.entry(kind), service_port, block, 64 * MIB)
                 moved += 64 * MIB if ok else 0
                 rounds += 1
             wall = time.perf_counter() - started
@@ -858,9 +1045,9 @@ def profile_burrow(tunnel: Tunnel, service_port: int, block: bytes, seconds: flo
             stop_popen(proc)
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if not out.exists():
-            result[direction] = {"error": stderr.strip()[-300:] or "py-spy wrote nothing"}
+            result[f"{kind} {direction}"] = {"error": stderr.strip()[-300:] or "py-spy wrote nothing"}
             continue
-        result[direction] = dict(summarise_profile(out.read_text()), mbps=round(moved / 1e6 / wall, 1), tunnel_cpu_pct=round(100 * cpu / wall, 1))
+        result[f"{kind} {direction}"] = dict(summarise_profile(out.read_text()), mbps=round(moved / 1e6 / wall, 1), tunnel_cpu_pct=round(100 * cpu / wall, 1))
     return result
 
 
@@ -1026,6 +1213,75 @@ def cpu(row: dict[str, t.Any]) -> str:
     return "-" if row["tool"] == "direct" else f"{row['tunnel_cpu_ms_per_mb']} / {row['sshd_cpu_ms_per_mb']}"
 
 
+def _spread(cell: dict[str, t.Any] | None) -> str:
+    if not cell:
+        return "n/a"
+    return f"**{cell['median']:.2f}** ({cell['min']:.2f}-{cell['max']:.2f})" if len(cell["runs"]) > 1 else f"**{cell['median']:.2f}**"
+
+
+def render_issue15(results: dict[str, t.Any]) -> list[str]:
+    """The same-run ratio table (Python load generator and iperf3), the iperf3 rows and memory per tunnel."""
+    runs = results["settings"]["runs"]
+    lines = [
+        "",
+        "### burrow.ssh / OpenSSH, ratios from the same run",
+        "",
+        f"Each ratio is computed inside one run (the tools alternate within a run), then the median and the min-max of the {runs} run(s) are shown. "
+        "MB/s > 1 is better; CPU < 1 is better. CPU is the CPU time (utime + stime) of the tunnel process per MB moved, "
+        "against the `ssh` process's; `ssh` negotiates chacha20-poly1305 by default, burrow.ssh aes128-gcm. "
+        "Python = this benchmark's sha256-checked load generator; iperf3 = iperf3 3.x as client and server "
+        "(C, byte counts checked, no hashing; no -D: iperf3 cannot speak SOCKS).",
+        "",
+        "| load generator | path | MB/s x ssh | MB/s x ssh aes128-gcm | CPU/MB x ssh | CPU/MB x ssh aes128-gcm |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results.get("ratios", []):
+        lines.append(
+            f"| {row['loadgen']} | -{row['kind']} {row['direction']} | {_spread(row.get('mbps_x_openssh'))} | {_spread(row.get('mbps_x_openssh-gcm'))} | "
+            f"{_spread(row.get('cpu_x_openssh'))} | {_spread(row.get('cpu_x_openssh-gcm'))} |"
+        )
+    iperf = {(r["tool"], r["kind"], r["direction"]): r for r in results.get("throughput_iperf3", [])}
+    if iperf:
+        lines += [
+            "",
+            "iperf3 through the tunnels: MB/s median (min-max) and the tunnel process's CPU ms/MB (median run).",
+            "",
+            "| path | tool | up MB/s | up CPU ms/MB | down MB/s | down CPU ms/MB | bytes checked |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for kind in ("direct", *IPERF_KINDS):
+            for tool in ("direct", *THROUGHPUT_TOOLS):
+                up, down = iperf.get((tool, kind, "up")), iperf.get((tool, kind, "down"))
+                if not up or not down:
+                    continue
+                lines.append(
+                    f"| {'no tunnel' if kind == 'direct' else '-' + kind} | {TOOL_LABELS[tool]} | {up['mbps']} ({up['min']}-{up['max']}) | "
+                    f"{'-' if tool == 'direct' else up['tunnel_cpu_ms_per_mb']} | {down['mbps']} ({down['min']}-{down['max']}) | "
+                    f"{'-' if tool == 'direct' else down['tunnel_cpu_ms_per_mb']} | {'ok' if up['sha_ok'] and down['sha_ok'] else 'MISMATCH'} |"
+                )
+    elif results.get("iperf3"):
+        lines += ["", f"iperf3: {results['iperf3']}."]
+    if results.get("memory_scale"):
+        lines += [
+            "",
+            "### Memory per tunnel",
+            "",
+            "PSS (from /proc/<pid>/smaps_rollup; shared pages divided among the processes that map them) summed over every process "
+            "that serves the tunnels, divided by the number of tunnels. Idle -L tunnels, each verified with a 1-byte echo; "
+            "burrow.ssh: one tunnel process each, spawned as the tunnel module does; OpenSSH: one `ssh -N -L` each.",
+            "",
+            "| tunnels | burrow.ssh PSS per tunnel MiB | `ssh -N -L` PSS per tunnel MiB | x ssh | burrow.ssh PSS / RSS total MiB | ssh PSS / RSS total MiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in results["memory_scale"]:
+            lines.append(
+                f"| {row['tunnels']} | {row.get('burrow_pss_per_tunnel', 'n/a')} | {row.get('openssh_pss_per_tunnel', 'n/a')} | "
+                f"{row.get('ratio') if row.get('ratio') is not None else 'n/a'} | {row.get('burrow_pss_mib')} / {row.get('burrow_rss_mib')} | "
+                f"{row.get('openssh_pss_mib')} / {row.get('openssh_rss_mib')} |"
+            )
+    return lines
+
+
 def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
     m = results["machine"]
     lines = [
@@ -1039,8 +1295,10 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
         f"| load average at the start (1/5/15 min) | {results.get('load_at_start', '?')} (other work on the machine competes for the 2 cores) |",
         f"| OpenSSH | {m['openssh']} |",
         f"| Python stack | CPython {m['python']}, paramiko {m['paramiko']}, cryptography {m['cryptography']}, sshtunnel {m['sshtunnel']} |",
+        f"| load average during the run (1/5/15 min) | {'; '.join(row['phase'] + ': ' + row['loadavg'] for row in results.get('load', []))} |",
         f"| cipher negotiated | burrow.ssh: {results['ciphers'].get('burrow')}; OpenSSH: {results['ciphers'].get('openssh')}; "
-        f"sshtunnel: {results['ciphers'].get('sshtunnel')} |",
+        f"OpenSSH `-c {GCM}`: {results['ciphers'].get('openssh-gcm', 'n/a')}; sshtunnel: {results['ciphers'].get('sshtunnel')} |",
+        f"| iperf3 | {results.get('iperf3', 'n/a')} |",
         "",
         "### Issue 3 targets",
         "",
@@ -1060,7 +1318,7 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in ("direct", *KINDS):
-        for tool in ("direct", *TOOLS):
+        for tool in ("direct", *THROUGHPUT_TOOLS):
             up, down = thr.get((tool, kind, "up")), thr.get((tool, kind, "down"))
             if not up or not down:
                 continue
@@ -1075,6 +1333,7 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
                 f"{'ok' if up['sha_ok'] and down['sha_ok'] else 'MISMATCH'} | {ratios_o} | {ratios_s} | "
                 f"{cpu(up)} | {cpu(down)} |"
             )
+    lines += render_issue15(results)
     lines += [
         "",
         f"### Latency: 1-byte round trip, {results['settings']['rtt_count']} round trips (TCP_NODELAY on the client)",
@@ -1136,12 +1395,15 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
     profile = results.get("profile")
     if profile:
         lines += ["", "### Profile of the burrow.ssh tunnel process (`py-spy record --gil`, 200 Hz: only samples of the thread holding the GIL)", ""]
-        for direction, data in profile.items():
+        for key, data in profile.items():
+            kind, _sep, direction = key.rpartition(" ")
+            kind = kind or "L"
             if "error" in data:
-                lines += [f"{direction}: profiling failed: {data['error']}", ""]
+                lines += [f"-{kind} {direction}: profiling failed: {data['error']}", ""]
                 continue
             lines += [
-                f"**{'Upload' if direction == 'up' else 'Download'}** through -L: {data['mbps']} MB/s while profiled, "
+                f"**-{kind} {direction}** ({'client → destination' if direction == 'up' else 'destination → client'}): "
+                f"{data['mbps']} MB/s while profiled, "
                 f"tunnel process at {data['tunnel_cpu_pct']} % "
                 f"of one core, {data['samples']} samples.",
                 "",
@@ -1233,6 +1495,13 @@ def print_summary(results: dict[str, t.Any]) -> None:
     ):
         b, o, s = (getter(tool) for tool in TOOLS)
         print(f"{label:28} {_fmt(b, 1):>10} {_fmt(o, 1):>10} {_fmt(s, 1):>10} {_fmt(_ratio(b, o)):>10} {_fmt(_ratio(b, s)):>10}")
+    print("\n== same-run ratios burrow.ssh / ssh (median of the runs): MB/s x ssh, x ssh-gcm; CPU/MB x ssh, x ssh-gcm")
+    for row in results.get("ratios", []):
+        cells = [(row.get(key) or {}).get("median") for key in ("mbps_x_openssh", "mbps_x_openssh-gcm", "cpu_x_openssh", "cpu_x_openssh-gcm")]
+        print(f"  {row['loadgen']:6} -{row['kind']} {row['direction']:4} " + " ".join(f"{_fmt(cell):>6}" for cell in cells))
+    for row in results.get("memory_scale", []):
+        burrow_pss, ssh_pss = row.get("burrow_pss_per_tunnel"), row.get("openssh_pss_per_tunnel")
+        print(f"  PSS per tunnel at {row['tunnels']:3}: burrow {burrow_pss} MiB, ssh {ssh_pss} MiB, x{row.get('ratio')}")
     print("\n== issue 3 targets")
     for row in results["targets"]:
         print(f"  [{'met ' if row['met'] else 'MISS'}] {row['target']}: {row['measured']}")
@@ -1250,6 +1519,8 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
         settings = settings._replace(size=args.size_mib * MIB)
     if args.runs:
         settings = settings._replace(runs=args.runs)
+    if args.memory_counts:
+        settings = settings._replace(memory_counts=tuple(min(MAX_TUNNELS, int(count)) for count in args.memory_counts.split(",")))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
@@ -1261,15 +1532,22 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="burrow-bench-"))
     state_dir = str(workdir / "state")
     service: subprocess.Popen[bytes] | None = None
+    iperf_server: subprocess.Popen[bytes] | None = None
     tunnels: list[Tunnel] = []
+    iperf_tunnels: list[Tunnel] = []
     sandbox = Sandbox()
     results: dict[str, t.Any] = {
         "mode": "quick" if args.quick else "full",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "settings": settings._asdict(),
         "load_at_start": " ".join(f"{value:.2f}" for value in os.getloadavg()),
+        "load": [],
         "pids": {},
     }
+
+    def load(phase: str) -> None:
+        results["load"].append({"phase": phase, "loadavg": " ".join(f"{value:.2f}" for value in os.getloadavg())})
+
     try:
         sshd = sandbox.start_sshd()
         log(f"sshd on {sshd.host}:{sshd.port} (pid {sshd.pid})")
@@ -1294,25 +1572,47 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
 
         openssh = start_openssh(sshd, service_port, workdir)
         tunnels.append(openssh)
+        openssh_gcm = start_openssh(sshd, service_port, workdir, tool="openssh-gcm", extra=("-c", GCM))
+        tunnels.append(openssh_gcm)
         sshtun = start_sshtunnel(sshd, service_port, workdir)
         tunnels.append(sshtun)
         results["pids"] = {"sshd": sshd.pid, "service": service.pid, **{tunnel.tool: tunnel.pid for tunnel in tunnels}}
+        paths = [Path(tunnel, "python", ("direct", *KINDS)) for tunnel in (Tunnel("direct", 0, {"direct": service_port}), burrow, openssh, openssh_gcm, sshtun)]
+        if shutil.which("iperf3"):
+            # A second set of tunnels, to the iperf3 server; the same tools and options, their own processes.
+            iperf_server, iperf_port = start_iperf3_server(workdir)
+            results["pids"]["iperf3-server"] = iperf_server.pid
+            iperf_tunnels.append(start_burrow(sshd, iperf_port, state_dir, name="bench-iperf3"))
+            iperf_tunnels.append(start_openssh(sshd, iperf_port, workdir))
+            iperf_tunnels.append(start_openssh(sshd, iperf_port, workdir, tool="openssh-gcm", extra=("-c", GCM)))
+            results["pids"].update({f"{tunnel.tool}-iperf3": tunnel.pid for tunnel in iperf_tunnels})
+            paths += [Path(tunnel, "iperf3", ("direct", *IPERF_KINDS)) for tunnel in (Tunnel("direct", 0, {"direct": iperf_port}), *iperf_tunnels)]
+            results["iperf3"] = subprocess.run(["iperf3", "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
+        else:
+            results["iperf3"] = "not installed (tests/performance/install-requirements): iperf3 rows skipped"
         time.sleep(0.3)
         results["rss"]["openssh"] = {"idle_mib": round(proc_rss_kib(openssh.pid) / 1024, 1)}
         results["rss"]["sshtunnel"] = {"idle_mib": round(proc_rss_kib(sshtun.pid) / 1024, 1)}
         for tunnel in tunnels:
-            results["rss"][tunnel.tool]["idle_detail"] = proc_memory_mib(tunnel.pid)
-        direct = Tunnel("direct", 0, {"direct": service_port})
+            results["rss"].setdefault(tunnel.tool, {})["idle_detail"] = proc_memory_mib(tunnel.pid)
         log(f"tunnels up: burrow pid {burrow.pid} {burrow.entries}, ssh pid {openssh.pid} {openssh.entries}, sshtunnel pid {sshtun.pid} {sshtun.entries}")
 
         block = make_block()
         expected_sha(block, settings.size)
         log(f"== throughput: {settings.size // MIB} MiB per transfer, {settings.runs} run(s)")
         timeline("start (idle)")
-        results["throughput"] = measure_throughput(
-            [direct, burrow, openssh, sshtun], sshd_pids=sshd_pids, service_port=service_port, block=block, settings=settings, log=log
-        )
+        load("throughput: start")
+        rows = measure_throughput(paths, sshd_pids=sshd_pids, service_port=service_port, block=block, settings=settings, log=log)
+        load("throughput: end")
+        results["throughput"] = [row for row in rows if row["loadgen"] == "python"]
+        results["throughput_iperf3"] = [row for row in rows if row["loadgen"] == "iperf3"]
+        results["ratios"] = same_run_ratios(rows, "python") + same_run_ratios(rows, "iperf3")
+        for tunnel in reversed(iperf_tunnels):
+            tunnel.stop()
+        iperf_tunnels.clear()
+        stop_popen(iperf_server)
         timeline("the throughput runs")
+        direct = paths[0].tunnel
 
         log(f"== round trip: {settings.rtt_count} x 1 byte")
         results["rtt"] = {}
@@ -1343,10 +1643,11 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
         results["rss"]["burrow"]["idle_after_mib"] = round(proc_rss_kib(burrow.pid) / 1024, 1)
 
         if args.profile:
-            log(f"== py-spy profile of the burrow tunnel process ({settings.profile_seconds:g} s per direction)")
+            log(f"== py-spy profile of the burrow tunnel process ({settings.profile_seconds:g} s per row)")
+            load("profile")
             results["profile"] = profile_burrow(burrow, service_port, block, settings.profile_seconds, workdir)
-            for direction, data in results["profile"].items():
-                log(f"  {direction}: {data.get('error') or data.get('self', [])[:5]}")
+            for row_name, data in results["profile"].items():
+                log(f"  {row_name}: {data.get('error') or data.get('self', [])[:5]}")
 
         for tunnel in reversed(tunnels):
             tunnel.stop()
@@ -1363,13 +1664,24 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
             results["setup"][tool] = {"median_ms": round(statistics.median(runs_ms), 1), "runs_ms": runs_ms}
             log(f"  {tool:9} median {results['setup'][tool]['median_ms']} ms {runs_ms}")
 
-        results["ciphers"] = {"burrow": burrow_cipher(hop_config(sshd, service_port)), "openssh": openssh_cipher(sshd), "sshtunnel": sshtun.cipher}
+        log(f"== memory per tunnel (PSS) at {', '.join(str(count) for count in settings.memory_counts)} idle -L tunnels")
+        load("memory")
+        results["memory_scale"] = measure_memory_scale(sshd, service_port, state_dir, settings.memory_counts, log)
+        load("end")
+
+        results["ciphers"] = {
+            "burrow": burrow_cipher(hop_config(sshd, service_port)),
+            "openssh": openssh_cipher(sshd),
+            "openssh-gcm": openssh_cipher(sshd, ("-c", GCM)),
+            "sshtunnel": sshtun.cipher,
+        }
         results["machine"] = machine_description()
         results["targets"] = build_targets(results)
     finally:
-        for tunnel in reversed(tunnels):
+        for tunnel in [*reversed(tunnels), *reversed(iperf_tunnels)]:
             with contextlib.suppress(Exception):
                 tunnel.stop()
+        stop_popen(iperf_server)
         stop_popen(service)
         sandbox.stop()
         if not args.keep:
@@ -1397,6 +1709,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile the burrow.ssh tunnel process with py-spy during upload and download")
     parser.add_argument("--size-mib", type=int, help="override the transfer size")
     parser.add_argument("--runs", type=int, help="override the number of runs per throughput figure")
+    parser.add_argument("--memory-counts", help=f"comma-separated tunnel counts for the PSS-per-tunnel table (default 1,10,50; at most {MAX_TUNNELS})")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, raw profiles)")
     parser.add_argument("--render", type=pathlib.Path, metavar="JSON", help="measure nothing: rewrite --out and the chart from a saved --json")
     args = parser.parse_args(argv)
