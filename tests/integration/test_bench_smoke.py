@@ -49,14 +49,51 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t.Any]:
 def test_every_throughput_row_present_and_sha256_verified(quick_run: dict[str, t.Any]) -> None:
     rows = {(row["tool"], row["kind"], row["direction"]): row for row in quick_run["results"]["throughput"]}
     expected = {("direct", "direct", d) for d in ("up", "down")}
-    expected |= {(tool, kind, d) for tool in ("burrow", "openssh") for kind in ("L", "R", "D") for d in ("up", "down")}
+    expected |= {(tool, kind, d) for tool in ("burrow", "openssh", "openssh-gcm") for kind in ("L", "R", "D") for d in ("up", "down")}
     expected |= {("sshtunnel", "L", d) for d in ("up", "down")}
     assert set(rows) == expected
     for key, row in rows.items():
         assert row["sha_ok"] is True, key
         assert row["runs"] == 1
         assert row["mbps"] > 0
+        assert len(row["samples"]) == 1 and "tunnel_cpu_ms_per_mb" in row["samples"][0]
     assert "sha256: all transfers verified" in quick_run["stdout"]
+    assert "aes128-gcm" in quick_run["results"]["ciphers"]["openssh-gcm"]
+
+
+def test_same_run_ratios_for_every_row(quick_run: dict[str, t.Any]) -> None:
+    results = quick_run["results"]
+    python = {(row["kind"], row["direction"]): row for row in results["ratios"] if row["loadgen"] == "python"}
+    assert set(python) == {(kind, d) for kind in ("L", "R", "D") for d in ("up", "down")}
+    for key, row in python.items():
+        for ref in ("openssh", "openssh-gcm"):
+            assert row[f"mbps_x_{ref}"]["median"] > 0, key
+            assert len(row[f"mbps_x_{ref}"]["runs"]) == 1, key
+    # CPU per MB is in clock ticks: an 8 MiB transfer may take less than one tick of ssh's CPU, so its ratio may be absent.
+    assert any("cpu_x_openssh" in row for row in python.values())
+    assert [row["phase"] for row in results["load"]][0] == "throughput: start"
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed (tests/performance/install-requirements)")
+def test_iperf3_rows(quick_run: dict[str, t.Any]) -> None:
+    results = quick_run["results"]
+    rows = {(row["tool"], row["kind"], row["direction"]): row for row in results["throughput_iperf3"]}
+    expected = {("direct", "direct", d) for d in ("up", "down")}
+    expected |= {(tool, kind, d) for tool in ("burrow", "openssh", "openssh-gcm") for kind in ("L", "R") for d in ("up", "down")}
+    assert set(rows) == expected
+    assert all(row["sha_ok"] and row["mbps"] > 0 for row in rows.values()), rows
+    iperf = [row for row in results["ratios"] if row["loadgen"] == "iperf3"]
+    assert {(row["kind"], row["direction"]) for row in iperf} == {(kind, d) for kind in ("L", "R") for d in ("up", "down")}
+    assert "iperf3 through the tunnels" in quick_run["markdown"]
+
+
+def test_memory_per_tunnel_rows(quick_run: dict[str, t.Any]) -> None:
+    rows = quick_run["results"]["memory_scale"]
+    assert [row["tunnels"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert row["burrow_pss_per_tunnel"] > 0 and row["openssh_pss_per_tunnel"] > 0, row
+        assert row["ratio"] > 0
+    assert "### Memory per tunnel" in quick_run["markdown"]
 
 
 def test_latency_concurrency_setup_and_memory_rows(quick_run: dict[str, t.Any]) -> None:
@@ -77,9 +114,11 @@ def test_latency_concurrency_setup_and_memory_rows(quick_run: dict[str, t.Any]) 
 
 def test_report_and_chart_written(quick_run: dict[str, t.Any]) -> None:
     markdown = quick_run["markdown"]
-    for heading in ("### Issue 3 targets", "### Single-stream throughput", "### Latency", "### Concurrency, setup and memory"):
+    for heading in ("### Issue 3 targets", "### Single-stream throughput", "### burrow.ssh / OpenSSH, ratios from the same run", "### Latency"):
         assert heading in markdown
-    for path in ("| -L | burrow.ssh |", "| -R | OpenSSH ssh |", "| -D | burrow.ssh |", "| -L | sshtunnel |", "| no tunnel |"):
+    assert "### Concurrency, setup and memory" in markdown
+    paths = ("| -L | burrow.ssh |", "| -R | OpenSSH ssh |", "| -L | OpenSSH ssh -c aes128-gcm |", "| -D | burrow.ssh |", "| -L | sshtunnel |", "| no tunnel |")
+    for path in paths:
         assert path in markdown
     assert "MISMATCH" not in markdown
     if "no chart" not in quick_run["stdout"]:
