@@ -175,11 +175,4 @@ def frozen(pids: t.Sequence[int]) -> t.Iterator[None]:
 
 def sshd_hop(sshd: t.Any) -> dict[str, t.Any]:
     """The options that reach the sandbox sshd with its client key and known_hosts (no agent)."""
-    return {
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "private_key_file": str(sshd.client_key),
-        "known_hosts_file": str(sshd.known_hosts),
-        "use_agent": False,
-    }
+    return dict(sshd.hop())

@@ -29,15 +29,7 @@ VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 
 
 def _server(sandbox: t.Any) -> dict[str, t.Any]:
-    sshd = sandbox.sshd
-    return {
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "private_key_file": str(sshd.client_key),
-        "known_hosts_file": str(sshd.known_hosts),
-        "use_agent": False,
-    }
+    return dict(sandbox.sshd.hop())
 
 
 def _role_play(tmp_path: pathlib.Path, name: str = "role.yml") -> pathlib.Path:

@@ -328,14 +328,7 @@ class Lab:
 
     # -- tunnel parameters --------------------------------------------------------------------------------------
     def bastion_hop(self) -> dict[str, t.Any]:
-        sshd = self.bastion_sshd
-        return {
-            "host": sshd.host,
-            "port": sshd.port,
-            "user": sshd.user,
-            "private_key_file": str(sshd.client_key),
-            "known_hosts_file": str(sshd.known_hosts),
-        }
+        return dict(self.bastion_sshd.hop(use_agent=None))
 
     def params(self, name: str = "lab", via_db: bool = False, **overrides: t.Any) -> dict[str, t.Any]:
         """tunnel_from_params() input for a tunnel to the bastion (or through it to the db sshd)."""

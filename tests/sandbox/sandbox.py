@@ -243,6 +243,19 @@ class Sshd:
         self.host_key_fingerprint = ""
 
     # -- keys and files ---------------------------------------------------------------------------------------
+    def hop(self, use_agent: bool | None = False) -> dict[str, t.Any]:
+        """The burrow.ssh hop options that reach this sshd with its client key and known_hosts (no agent by default)."""
+        options: dict[str, t.Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "private_key_file": str(self.client_key),
+            "known_hosts_file": str(self.known_hosts),
+        }
+        if use_agent is not None:
+            options["use_agent"] = use_agent
+        return options
+
     def _keygen(self, path: pathlib.Path, comment: str) -> None:
         for stale in (path, path.with_name(path.name + ".pub")):
             with contextlib.suppress(FileNotFoundError):

@@ -105,14 +105,7 @@ def idle_run(box: t.Any, poll: float | None, count: int, seconds: float, lifetim
 
     sshd, service = box.sshd, box.http
     state_dir = tempfile.mkdtemp(prefix="burrow-idle-")
-    params = {
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "private_key_file": str(sshd.client_key),
-        "known_hosts_file": str(sshd.known_hosts),
-        "use_agent": False,
-    }
+    params = sshd.hop()
     cfg = {"poll": poll, "lifetime_poll": lifetime_poll, "count": count, "params": params, "service_port": service.port, "state_dir": state_dir}
     pids: list[int] = []
     try:
