@@ -137,6 +137,12 @@ class ControlError(TunnelError):
     permanent = False
 
 
+class StateWriteFailed(TunnelError):
+    """The tunnel's own files (state, control socket, log) could not be written: a full disk, a read-only mount."""
+
+    kind = "state_write_failed"
+
+
 class UntrustedState(TunnelError):
     """A state directory or one of its entries is not this user's own (owner, mode or type): never read, signalled or trusted."""
 

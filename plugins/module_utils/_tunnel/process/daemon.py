@@ -26,7 +26,7 @@ import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, StateWriteFailed, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import remove_lock_file_if_free
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
@@ -190,6 +190,13 @@ def _lifetime_reason(tunnel: Tunnel, status: dict[str, t.Any], owner: dict[str, 
     return ""
 
 
+def state_write_failed(path: str, exc: OSError) -> StateWriteFailed:
+    return StateWriteFailed(
+        f"cannot write {path}: {exc.strerror or exc}",
+        advice=f"free space on the file system of {os.path.dirname(path)} (df -h {os.path.dirname(path)}) or choose another state_dir",
+    )
+
+
 def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.Any] | None = None) -> int:
     """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
     set_process_title(f"burrow-tunnel {tunnel.name}")
@@ -226,7 +233,12 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
         log.exception("start failed")
         report(protocol.failure(exc))
         return 1
-    server = ControlServer(paths.socket, engine, stop_requested, stop_deadline)
+    try:
+        server = ControlServer(paths.socket, engine, stop_requested, stop_deadline)
+    except OSError as exc:
+        engine.stop(deadline=0)
+        report(protocol.failure(state_write_failed(paths.socket, exc)))
+        return 1
     state = {
         "name": tunnel.name,
         "pid": os.getpid(),
@@ -238,7 +250,13 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
         "owner": owner,
         "started_at": engine.started_at,
     }
-    write_private_file(paths.state, json.dumps(state, indent=2, sort_keys=True))
+    try:
+        write_private_file(paths.state, json.dumps(state, indent=2, sort_keys=True))
+    except OSError as exc:
+        engine.stop(deadline=0)
+        server.close()
+        report(protocol.failure(state_write_failed(paths.state, exc)))
+        return 1
     log.info("tunnel %s up: %s", tunnel.name, ", ".join(engine.forwards))
     report({"ok": True, "status": engine.status(), "pid": os.getpid()})
     started = time.monotonic()

@@ -55,19 +55,30 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
         finally:
             os._exit(code)
     os.close(write_fd)
+    started = time.monotonic()
     try:
         os.waitpid(pid, 0)
-        lines = _read_report(read_fd, timeout).splitlines()
+        data, ended = _read_report(read_fd, timeout)
     finally:
         os.close(read_fd)
-    messages = [json.loads(line) for line in lines if line.strip()]
+    messages = [json.loads(line) for line in data.splitlines() if line.strip()]
     report = next((message for message in messages if "ok" in message), None)
     if report is None:
         daemon_pid = next((message["starting"] for message in messages if "starting" in message), None)
         if daemon_pid:
             signal_quietly(int(daemon_pid), signal.SIGKILL)
-        remove_quietly(paths.state, paths.socket)
-        raise ControlError(f"tunnel {tunnel.name}: the tunnel process did not report within {timeout:g} s and was killed; see {paths.log}")
+        log_tail = _tail(paths.log)
+        remove_quietly(paths.state, paths.socket, paths.log, paths.rotated_log)
+        elapsed = time.monotonic() - started
+        if ended:
+            raise ControlError(
+                f"tunnel {tunnel.name}: the tunnel process ended {elapsed:.1f} s after its start without reporting"
+                + (f"; its log said: {log_tail}" if log_tail else ""),
+                advice=f"check that {state_dir} is writable and has free space (df -h {state_dir})",
+            )
+        raise ControlError(
+            f"tunnel {tunnel.name}: the tunnel process did not report within {timeout:g} s and was killed" + (f"; its log said: {log_tail}" if log_tail else "")
+        )
     if not report.get("ok"):
         # The error travels in the task result; nothing of the failed start is left on disk.
         remove_quietly(paths.state, paths.socket, paths.log, paths.rotated_log)
@@ -76,18 +87,29 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
     return report["status"]
 
 
-def _read_report(fd: int, timeout: float) -> bytes:
+def _read_report(fd: int, timeout: float) -> tuple[bytes, bool]:
+    """What the process reported, and whether it closed the pipe (ended) rather than letting the deadline pass."""
     data = b""
     end = time.monotonic() + timeout
     while b'"ok"' not in data or not data.endswith(b"\n"):
         remaining = end - time.monotonic()
         if remaining <= 0:
-            break
+            return data, False
         ready = select.select([fd], [], [], remaining)[0]
         if not ready:
-            break
+            return data, False
         chunk = os.read(fd, 65536)
         if not chunk:
-            break
+            return data, True
         data += chunk
-    return data
+    return data, False
+
+
+def _tail(path: str, size: int = 400) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode("utf-8", "replace").strip().replace("\n", " | ")
+    except OSError:
+        return ""
