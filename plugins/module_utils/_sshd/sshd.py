@@ -72,9 +72,13 @@ def effective_values(sshd: str, path: str, connection_spec: Optional[str] = None
 
 
 def listen_socket_inodes(pid: int) -> Set[str]:
-    """Inodes of the TCP sockets in LISTEN state held by ``pid`` (to see an sshd re-exec after SIGHUP)."""
+    """Inodes of the TCP sockets in LISTEN state held by ``pid`` (to see an sshd re-exec after SIGHUP).
+
+    The socket tables are read from ``/proc/PID/net``: those of the process's own network namespace, so an sshd in
+    another namespace (a container, ``ip netns exec``) is seen too, where ``/proc/net`` shows only ours.
+    """
     listening: Set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
         try:
             with open(table, encoding="ascii") as handle:
                 next(handle, None)
