@@ -156,6 +156,7 @@ options:
     description:
       - OpenSSH user certificate for the private key of every hop that sets none (as C(ssh -o CertificateFile)).
       - Without it, a C(-cert.pub) file beside a key file is used, and C(CertificateFile) from the ssh_config.
+      - Certificates held in the agent (C(ssh-add) loads the C(-cert.pub) beside a key) are offered before its plain keys.
       - A certificate that has expired, is not yet valid or is not for the user is not offered, and the error says why.
     type: path
   proxy_command:

@@ -226,6 +226,53 @@ def test_expired_certificate_fails_with_a_message_that_says_so(cert_sshd: tuple[
         TunnelEngine(_cert_tunnel(server, "otheruser", private_key_file=str(other_user))).start()
 
 
+@contextlib.contextmanager
+def _agent_with(tmp_path: pathlib.Path, *keys: pathlib.Path) -> t.Iterator[pathlib.Path]:
+    """An ssh-agent of this test holding ``keys`` (ssh-add loads each key's -cert.pub beside it too); its socket."""
+    sock = tmp_path / "agent.sock"
+    process = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(sock.exists, 30), "ssh-agent did not start"
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        for key in keys:
+            subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True, timeout=60)
+        yield sock
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_certificate_held_in_the_agent_authenticates_without_a_key_file(
+    cert_sshd: tuple[t.Any, pathlib.Path], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca = cert_sshd
+    key = _signed_key(tmp_path, ca, "agented", server.user, "+1h")
+    home = tmp_path / "home"  # no default identity files: the agent is the only way in
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with _agent_with(tmp_path, key) as sock:
+        listed = subprocess.run(["ssh-add", "-l"], check=True, env=dict(os.environ, SSH_AUTH_SOCK=str(sock)), capture_output=True, text=True, timeout=60)
+        assert "ED25519-CERT" in listed.stdout, listed.stdout
+        os.rename(key, tmp_path / "key-moved-away")
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with running(_cert_tunnel(server, "agent-cert", use_agent=True)) as engine:
+            assert engine.chain is not None and engine.chain.is_active()
+    log = server.log_path.read_text(errors="replace")
+    assert "Accepted publickey" in log and "ED25519-CERT" in log, log[-2000:]
+
+
+def test_expired_certificate_in_the_agent_is_not_offered_and_the_error_says_why(
+    cert_sshd: tuple[t.Any, pathlib.Path], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca = cert_sshd
+    key = _signed_key(tmp_path, ca, "agent-expired", server.user, "-2h:-1h")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with _agent_with(tmp_path, key) as sock:
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with pytest.raises(AuthenticationFailed, match=r"the agent's certificate .* expired at .* UTC, so it was not offered"):
+            TunnelEngine(_cert_tunnel(server, "agent-expired", use_agent=True)).start()
+
+
 PLAYBOOK = """
 - hosts: proxied
   gather_facts: false

@@ -19,7 +19,7 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import AuthenticationFailed
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Hop
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.hostkeys import fingerprint
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.hostkeys import fingerprint, fingerprint_blob
 
 try:
     import paramiko
@@ -77,18 +77,35 @@ CERT_KEY_FIELDS = {
     "ecdsa-sha2-nistp521-cert-v01@openssh.com": ("string", "string"),
 }
 USER_CERT = 1
+CERT_TYPE_SUFFIX = "-cert-v01@openssh.com"
 
 
-def certificate_validity(blob: bytes) -> tuple[int, list[str], int, int]:
-    """(type, principals, valid_after, valid_before) of an OpenSSH certificate blob."""
+def _read_certified_key(blob: bytes) -> tuple[t.Any, bytes]:
+    """(the certificate's message positioned after its key, the plain public blob of that key)."""
     message = paramiko.Message(blob)
     kind = message.get_text()
     fields = CERT_KEY_FIELDS.get(kind)
     if fields is None:
         raise ValueError(f"unsupported certificate type {kind}")
     message.get_string()  # nonce
+    plain = paramiko.Message()
+    plain.add_string(kind[: -len(CERT_TYPE_SUFFIX)])
     for field in fields:
-        message.get_mpint() if field == "mpint" else message.get_string()
+        if field == "mpint":
+            plain.add_mpint(message.get_mpint())
+        else:
+            plain.add_string(message.get_binary())
+    return message, plain.asbytes()
+
+
+def certified_public_key(blob: bytes) -> bytes:
+    """The plain public key inside a certificate blob (what the same key's own public blob is)."""
+    return _read_certified_key(blob)[1]
+
+
+def certificate_validity(blob: bytes) -> tuple[int, list[str], int, int]:
+    """(type, principals, valid_after, valid_before) of an OpenSSH certificate blob."""
+    message = _read_certified_key(blob)[0]
     message.get_int64()  # serial
     cert_type = message.get_int()
     message.get_string()  # key id
@@ -103,6 +120,20 @@ def _when(stamp: int) -> str:
     if stamp >= 2**63:
         return "forever"
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def certificate_problem(cert_type: int, principals: list[str], valid_after: int, valid_before: int, user: str) -> str:
+    """Why a certificate cannot log ``user`` in now ("" when it can): ssh checks this too before offering it."""
+    now = int(time.time())
+    if cert_type != USER_CERT:
+        return "is a host certificate, not a user certificate"
+    if now >= valid_before:
+        return f"expired at {_when(valid_before)}"
+    if now < valid_after:
+        return f"is not valid before {_when(valid_after)}"
+    if principals and user not in principals:
+        return f"is not valid for user {user} (principals: {', '.join(principals)})"
+    return ""
 
 
 def attach_certificate(key: t.Any, key_source: str, hop: Hop, explicit: bool, notes: list[str]) -> tuple[str, t.Any] | None:
@@ -128,17 +159,7 @@ def attach_certificate(key: t.Any, key_source: str, hop: Hop, explicit: bool, no
         cert_type, principals, valid_after, valid_before = certificate_validity(blob.key_blob)
     except (ValueError, paramiko.SSHException) as exc:
         raise AuthenticationFailed(f"cannot read certificate {expanded} for {label}: {exc}", hop=label) from exc
-    now = int(time.time())
-    user = hop.user or getpass.getuser()
-    problem = ""
-    if cert_type != USER_CERT:
-        problem = "is a host certificate, not a user certificate"
-    elif now >= valid_before:
-        problem = f"expired at {_when(valid_before)}"
-    elif now < valid_after:
-        problem = f"is not valid before {_when(valid_after)}"
-    elif principals and user not in principals:
-        problem = f"is not valid for user {user} (principals: {', '.join(principals)})"
+    problem = certificate_problem(cert_type, principals, valid_after, valid_before, hop.user or getpass.getuser())
     if problem:
         notes.append(f"the certificate {expanded} {problem}, so it was not offered")
         return None
@@ -193,6 +214,44 @@ def agent_keys(path: str) -> list[t.Any]:
     return list(agent.get_keys())
 
 
+def agent_candidates(loaded: list[t.Any], user: str, notes: list[str]) -> list[tuple[str, t.Any]]:
+    """The agent's keys as candidates, its certificates first (ssh-add loads a key's -cert.pub beside it too).
+
+    paramiko's AgentKey signs with the certificate blob and names the certificate's algorithm, which is what sshd
+    wants; a certificate that is expired, not yet valid or for another user is not offered, the reason noted.
+    """
+    certificates: list[tuple[str, t.Any]] = []
+    plain: list[tuple[str, t.Any]] = []
+    for key in loaded:
+        name = key.get_name()
+        if not name.endswith(CERT_TYPE_SUFFIX):
+            plain.append((f"agent key {fingerprint(key)}", key))
+            continue
+        try:
+            problem = certificate_problem(*certificate_validity(key.asbytes()), user)
+            inner = fingerprint_blob(certified_public_key(key.asbytes()))
+        except (ValueError, paramiko.SSHException) as exc:
+            notes.append(f"the agent's certificate {fingerprint(key)} cannot be read ({exc}), so it was not offered")
+            continue
+        label = f"agent certificate for key {inner} ({key.comment or name})"
+        if problem:
+            notes.append(f"the agent's certificate for key {inner} ({key.comment or name}) {problem}, so it was not offered")
+            continue
+        certificates.append((label, key))
+    return certificates + plain
+
+
+def _public_halves(key: t.Any) -> set[bytes]:
+    """The public blobs a key stands for: its own, and for an agent certificate the certified key's."""
+    blob = key.asbytes()
+    if key.get_name().endswith(CERT_TYPE_SUFFIX):
+        try:
+            return {blob, certified_public_key(blob)}
+        except (ValueError, paramiko.SSHException):
+            return {blob}
+    return {blob}
+
+
 def _candidate_keys(hop: Hop, notes: list[str]) -> list[tuple[str, t.Any]]:
     label = hop.label()
     passphrase = hop.private_key_passphrase
@@ -207,10 +266,11 @@ def _candidate_keys(hop: Hop, notes: list[str]) -> list[tuple[str, t.Any]]:
     if socket_path:
         loaded = agent_keys(socket_path)
         if hop.identities_only:
-            # IdentitiesOnly: the agent signs only for the keys the hop names (their public halves), as with ssh.
+            # IdentitiesOnly: the agent signs only for the keys the hop names (their public halves), as with ssh;
+            # a certificate the agent holds counts as its key's.
             named = {key.asbytes() for _source, key in keys}
-            loaded = [key for key in loaded if key.asbytes() in named]
-        keys.extend((f"agent key {fingerprint(key)}", key) for key in loaded)
+            loaded = [key for key in loaded if _public_halves(key) & named]
+        keys.extend(agent_candidates(loaded, hop.user or getpass.getuser(), notes))
     if not keys and not hop.password:
         for default in DEFAULT_IDENTITY_FILES:
             expanded = os.path.expanduser(default)

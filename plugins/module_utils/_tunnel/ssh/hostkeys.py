@@ -25,7 +25,12 @@ except ImportError:  # pragma: no cover - the caller checks transport.HAS_PARAMI
 
 
 def fingerprint(key: t.Any) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
+    return fingerprint_blob(key.asbytes())
+
+
+def fingerprint_blob(blob: bytes) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob."""
+    digest = hashlib.sha256(blob).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
