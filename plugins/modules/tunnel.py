@@ -93,6 +93,10 @@ options:
       - Remote forwards (C(ssh -R)). C([bind_address:]port:host:hostport) opens a listener on the server that leads to
         C(host:hostport) as seen from this host. C([bind_address:]port) alone serves SOCKS from this side
         (reverse dynamic forward, OpenSSH 7.6 semantics).
+      - C(/path/on/server:host:hostport) and C(/path/on/server:/local.sock) listen on a Unix socket on the server
+        (C(streamlocal-forward@openssh.com)); sshd needs C(AllowStreamLocalForwarding yes) (the default) and, to
+        bind the path again after a reconnect or over a file left by an earlier session, C(StreamLocalBindUnlink yes).
+        The directory must exist on the server and be writable by the login user.
       - The server decides where it really binds (sshd C(GatewayPorts)); the module reports what it bound and warns
         when it differs. Port V(0) lets the server allocate one.
       - In the dict form, C(probe) (see O(local_forwards)) checks the destination as seen from this host; a SOCKS
@@ -276,6 +280,14 @@ EXAMPLES = r"""
     host: deploy@public.example.com
     remote_forwards:
       - "127.0.0.1:8080:127.0.0.1:3000"
+  delegate_to: localhost
+
+- name: A Unix socket on the server that leads to the local PostgreSQL (psql "host=/run/burrow port=5432" there)
+  burrow.ssh.tunnel:
+    name: pg-socket
+    host: app.example.com
+    remote_forwards:
+      - "/run/burrow/.s.PGSQL.5432:127.0.0.1:5432"
   delegate_to: localhost
 
 - name: A SOCKS proxy for a browser, through two jump hosts

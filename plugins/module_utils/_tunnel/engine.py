@@ -44,6 +44,14 @@ HELD_PORT_WAIT = 300.0
 HELD_PORT_BACKOFF_MAX = 10.0
 
 
+def _held_name(runtime: t.Any) -> str:
+    """A refused remote listener as the messages name it: its port, or its socket path on the server."""
+    bound = runtime.bound
+    if bound is not None and bound.path:
+        return f"socket {bound.path}"
+    return f"port {bound.port if bound is not None else '?'}"
+
+
 class TunnelEngine:
     """The running tunnel: connect, bind every forward (all or nothing), watch liveness, reconnect."""
 
@@ -226,11 +234,13 @@ class TunnelEngine:
         give_up = time.monotonic() + self.held_port_wait
         delay = BACKOFF_INITIAL
         while held:
-            ports = ", ".join(str(runtime.bound.port if runtime.bound else "?") for runtime in held)
+            ports = ", ".join(_held_name(runtime) for runtime in held)
+            sockets = any(runtime.forward.listen.is_unix() for runtime in held)
             error = RemotePortHeld(
-                f"remote port {ports} still held by an earlier session on {self.target_label}",
+                f"remote {ports} still held by an earlier session on {self.target_label}",
                 advice="the server keeps a half-dead session's listeners until its ClientAliveInterval x ClientAliveCountMax "
-                f"evicts it; retrying for up to {self.held_port_wait:g} s while the other forwards stay up",
+                f"evicts it; retrying for up to {self.held_port_wait:g} s while the other forwards stay up"
+                + ("; a Unix socket file left by an earlier session is bound again only with sshd's StreamLocalBindUnlink yes" if sockets else ""),
             )
             with self._lock:
                 self.last_error = error
@@ -238,9 +248,10 @@ class TunnelEngine:
             remaining = give_up - time.monotonic()
             if remaining <= 0:
                 final = ForwardRefused(
-                    f"server {self.target_label} still refused remote port {ports} after {self.held_port_wait:g} s of retries since the reconnect",
+                    f"server {self.target_label} still refused remote {ports} after {self.held_port_wait:g} s of retries since the reconnect",
                     advice="an earlier session may still hold it: set sshd's ClientAliveInterval (and ClientAliveCountMax) so half-dead "
-                    "sessions are evicted sooner, or stop what holds the port on the server; then run the task again",
+                    "sessions are evicted sooner, or stop what holds the port on the server; then run the task again"
+                    + ("; for a Unix socket path set sshd's StreamLocalBindUnlink yes so a file left behind is replaced" if sockets else ""),
                 )
                 LOG.error("giving up: %s", final)
                 with self._lock:

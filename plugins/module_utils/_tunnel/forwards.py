@@ -22,7 +22,6 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     SSHD_FORWARDING_HINT,
     ConnectionLost,
     ForwardRefused,
-    NotSupported,
     PortInUse,
     TunnelError,
 )
@@ -33,7 +32,12 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import Co
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import is_loopback
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import OPEN_FAILURE_REASONS, paramiko
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import (
+    CANCEL_STREAMLOCAL_FORWARD,
+    OPEN_FAILURE_REASONS,
+    STREAMLOCAL_FORWARD,
+    paramiko,
+)
 
 LOG = logging.getLogger("burrow.tunnel")
 SOCKS_HANDSHAKE_TIMEOUT = 10.0
@@ -183,7 +187,8 @@ class ForwardRuntime:
     def request_remote(self, transport: t.Any) -> None:
         listen = self.forward.listen
         if listen.is_unix():
-            raise NotSupported(f"{self.key}: remote Unix socket listeners are not supported yet", advice="use a TCP listen port for remote forwards")
+            self._request_remote_unix(transport, str(listen.path))
+            return
         requested_port = int(listen.port or 0)
         # After a reconnect, ask for the port the server allocated the first time, so users see a stable port.
         if requested_port == 0 and self.bound is not None and self.bound.port:
@@ -206,6 +211,24 @@ class ForwardRuntime:
             bound_host = self._check_remote_bind(transport, host, port)
         self.bound = Endpoint(host=bound_host, port=port)
         self.active = True
+
+    def _request_remote_unix(self, transport: t.Any, path: str) -> None:
+        """ssh -R /path/on/server:destination: streamlocal-forward@openssh.com; channels come back by socket path."""
+        answered, response = transport.request(STREAMLOCAL_FORWARD, (path,), timeout=self.owner.connect_timeout)
+        if answered and response is not None:
+            self.warnings = []
+            self.bound = Endpoint(path=path)
+            self.active = True
+            return
+        if not answered:
+            raise ConnectionLost(f"{self.owner.target_label}: no answer to the remote Unix socket forward request for {self.key}")
+        raise ForwardRefused(
+            f"server {self.owner.target_label} refused remote forward {self.key}: sshd would not listen on the Unix socket {path}",
+            advice="the server's AllowStreamLocalForwarding must be yes or remote and DisableForwarding off; the directory of the path "
+            "must exist and be writable by the login user; and when the socket file already exists (left by an earlier session, "
+            "for instance before a reconnect) sshd binds it again only with StreamLocalBindUnlink yes (set it in sshd_config; "
+            "burrow.ssh.sshd_forwarding sets AllowStreamLocalForwarding)",
+        )
 
     def _check_remote_bind(self, transport: t.Any, host: str, port: int) -> str:
         """sshd silently binds loopback when GatewayPorts is no: connect from the server to the asked address to see."""
@@ -286,6 +309,9 @@ class ForwardRuntime:
         if self.bound is None or not transport.is_active():
             return
         listen = self.forward.listen
+        if listen.is_unix():
+            transport.request(CANCEL_STREAMLOCAL_FORWARD, (str(listen.path),), timeout=5)
+            return
         # Not paramiko's cancel_port_forward: it also drops the handler of every sibling remote forward.
         transport.request("cancel-tcpip-forward", (listen.host or "", int(self.bound.port or 0)), timeout=5)
 
@@ -332,6 +358,7 @@ class ForwardSet:
     def attach(self, chain: Chain) -> None:
         """Carry the forwards on ``chain``: remote-forward channels of its target are dispatched here."""
         chain.target._tcp_handler = self._dispatch_remote
+        chain.target.streamlocal_handler = self._dispatch_streamlocal
         with self.lock:
             self.chain = chain
         self.connected.set()
@@ -498,6 +525,17 @@ class ForwardSet:
             start_thread(runtime.handle_remote_channel, channel, name="burrow-remote")
         except RuntimeError:
             channel.close()
+
+    def _dispatch_streamlocal(self, channel: t.Any, path: str) -> None:
+        # Called on paramiko's transport thread: hand off at once.
+        for runtime in list(self.forwards.values()):
+            if runtime.forward.kind == "remote" and runtime.bound is not None and runtime.bound.path == path:
+                try:
+                    start_thread(runtime.handle_remote_channel, channel, name="burrow-remote")
+                except RuntimeError:
+                    channel.close()
+                return
+        channel.close()
 
     def probe(self, timeout: float | None = None) -> list[dict[str, t.Any]]:
         """Each forward's probe (declared, else the TCP-level check), all at once: see forward_probes.py."""

@@ -19,7 +19,7 @@ try:
     import paramiko
     import paramiko.channel
     from paramiko.buffered_pipe import PipeTimeout
-    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_GLOBAL_REQUEST
+    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_GLOBAL_REQUEST
     from paramiko.message import Message
 
     HAS_PARAMIKO = True
@@ -43,6 +43,10 @@ PREFERRED_CIPHERS = (
     "aes192-ctr",
 )
 PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512")
+# OpenSSH's PROTOCOL, section 2.4: remote Unix-socket listeners (ssh -R /path:...), which paramiko does not know.
+STREAMLOCAL_FORWARD = "streamlocal-forward@openssh.com"
+CANCEL_STREAMLOCAL_FORWARD = "cancel-streamlocal-forward@openssh.com"
+FORWARDED_STREAMLOCAL = "forwarded-streamlocal@openssh.com"
 OPEN_FAILURE_REASONS = {1: "administratively prohibited", 2: "connect failed", 3: "unknown channel type", 4: "resource shortage"}
 
 
@@ -157,6 +161,39 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
     def __init__(self, sock: t.Any) -> None:
         super().__init__(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
         self._burrow_request_lock = threading.Lock()
+        # Called as handler(channel, socket_path) on the transport thread for each forwarded-streamlocal channel.
+        self.streamlocal_handler: t.Callable[[t.Any, str], None] | None = None
+
+    def _parse_channel_open(self, m: t.Any) -> None:
+        """paramiko's channel-open parser, plus forwarded-streamlocal@openssh.com (a connection to a remote Unix listener)."""
+        start = m.packet.tell()
+        kind = m.get_text()
+        handler = self.streamlocal_handler
+        if kind != FORWARDED_STREAMLOCAL or handler is None:
+            m.packet.seek(start)
+            super()._parse_channel_open(m)  # paramiko rejects a streamlocal channel nobody asked for
+            return
+        remote_chanid = m.get_int()
+        initial_window_size = m.get_int()
+        max_packet_size = m.get_int()
+        socket_path = m.get_text()
+        m.get_string()  # reserved
+        with self.lock:
+            chanid = self._next_channel()
+            channel = paramiko.Channel(chanid)
+            self._channels.put(chanid, channel)
+            self.channels_seen[chanid] = True
+            channel._set_transport(self)
+            channel._set_window(self.default_window_size, self.default_max_packet_size)
+            channel._set_remote_channel(remote_chanid, initial_window_size, max_packet_size)
+        reply = Message()
+        reply.add_byte(cMSG_CHANNEL_OPEN_SUCCESS)
+        reply.add_int(remote_chanid)
+        reply.add_int(chanid)
+        reply.add_int(self.default_window_size)
+        reply.add_int(self.default_max_packet_size)
+        self._send_message(reply)
+        handler(channel, socket_path)
 
     def request(self, kind: str, data: tuple[t.Any, ...] = (), timeout: float = 10.0) -> tuple[bool, t.Any]:
         """Send a want-reply global request; return (answered, response message or None when refused).
