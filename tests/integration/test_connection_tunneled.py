@@ -18,6 +18,7 @@ import time
 import typing as t
 
 import pytest
+from test_ssh_config import _ca, _signed_key
 
 TARGET_DIR = pathlib.Path(__file__).resolve().parent / "targets" / "connection_tunneled"
 # The /24 of the veth pair; another third octet (BURROW_CT_SUBNET_OCTET) lets two runs share the machine.
@@ -389,3 +390,28 @@ def test_agent_forwarding_lists_the_controller_s_key_on_the_target_only_when_on(
     assert outcomes[True]["rc"] == 0 and fingerprint in outcomes[True]["stdout"], outcomes[True]
     # Off (the default): no SSH_AUTH_SOCK on the target, ssh-add cannot reach an agent (rc 2).
     assert outcomes[False]["rc"] != 0 and fingerprint not in outcomes[False]["stdout"], outcomes[False]
+
+
+def test_ca_signed_certificate_alone_authenticates_the_connection(lab: Lab, ansible_playbook: t.Callable[..., t.Any], tmp_path: pathlib.Path) -> None:
+    """burrow_certificate_file: a target sshd that trusts only a user CA (no authorized_keys) behind the bastion."""
+    ca = _ca(tmp_path)
+    key = _signed_key(tmp_path, ca, "ct-cert", lab.target.user, "+1h")
+    certificate = tmp_path / "issued-cert.pub"  # not beside the key: only burrow_certificate_file names it
+    os.rename(f"{key}-cert.pub", certificate)
+    target = lab.sandbox.start_sshd(
+        name="cert-target", netns=lab.netns, listen=TARGET_ADDRESS, extra_config=f"TrustedUserCAKeys {ca}.pub\nAuthorizedKeysFile none\n"
+    )
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(lab.bastion.known_hosts.read_text() + target.known_hosts.read_text())
+        known_hosts.chmod(0o600)
+        inventory = lab.inventory(
+            known_hosts=known_hosts, ansible_port=target.port, ansible_ssh_private_key_file=str(key), burrow_certificate_file=str(certificate)
+        )
+        result = lab.run(ansible_playbook, "commands.yml", inventory, task_count=2)
+        assert result.returncode == 0, _failures(result)
+        log = target.log_path.read_text(errors="replace")
+        assert "Accepted publickey" in log and "ED25519-CERT" in log, log[-3000:]
+        assert _wait_broker_gone(lab), "the session broker did not exit after the playbook"
+    finally:
+        target.stop()
