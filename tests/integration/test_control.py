@@ -106,5 +106,6 @@ def test_absent_during_a_transfer_resets_the_client_and_counts_the_cut(sshd: t.A
         finally:
             stop_source.set()
             client.close()
+            ensure_absent("transfer", state_dir, check_mode=False, drain_timeout=0)  # never leave it running on a failure
     assert wait_until(lambda: process_start_time(int(status["pid"])) is None, 5)
     assert os.listdir(state_dir) == [] or os.listdir(state_dir) == ["transfer.lock"]

@@ -25,6 +25,7 @@ from test_engine import running, tunnel_for
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ForwardRefused
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.manage import ensure_absent
 
 # Each psql waits at most this long for the server (it goes through sshd and the tunnel on a loaded machine).
 PSQL_TIMEOUT = 60
@@ -199,7 +200,12 @@ def test_remote_unix_listener_through_the_module(
         "pg_password": postgres.password,
         "psql": str(postgres.bindir / "psql"),
     }
-    result = ansible_playbook(play, sandbox_inventory, variables, timeout=600)
-    assert result.returncode == 0, f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-3000:]}"
-    assert not list(state_dir.glob("*.json")) or all(json.loads(path.read_text()).get("pid") is None for path in state_dir.glob("*.json"))
-    assert not accepts(socket_path(server_dir, postgres)), "state: absent cancelled the remote listener"
+    try:
+        result = ansible_playbook(play, sandbox_inventory, variables, timeout=600)
+        assert result.returncode == 0, f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-3000:]}"
+        assert not list(state_dir.glob("*.json")) or all(json.loads(path.read_text()).get("pid") is None for path in state_dir.glob("*.json"))
+        assert not accepts(socket_path(server_dir, postgres)), "state: absent cancelled the remote listener"
+    finally:
+        # A play that failed half-way must not leave its tunnel process running after the test.
+        if state_dir.is_dir():
+            ensure_absent("*", str(state_dir), check_mode=False, drain_timeout=0)
