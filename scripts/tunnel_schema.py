@@ -166,6 +166,10 @@ TUNNEL_SCHEMA: dict[str, t.Any] = {
         "keepalive_count_max": _integer(1, 100, "Unanswered keepalives before the connection is declared dead."),
         "connect_timeout": _integer(1, 600, "Seconds allowed for each hop's connection."),
         "reconnect": {"description": "Reconnect with backoff when the connection drops.", "type": "boolean"},
+        "audit": {
+            "description": "Who used the tunnel, one JSON line per connection: file (0600, in state_dir), syslog (authpriv) or none.",
+            "enum": ["file", "syslog", "none"],
+        },
         "lifetime": {"description": "persistent: until state=absent; play: until the ansible-playbook process exits.", "enum": ["persistent", "play"]},
         "ttl": {"oneOf": [_integer(1, 315360000, "Stop after this many seconds."), {"type": "null"}]},
         "idle_timeout": {"oneOf": [_integer(1, 315360000, "Stop after this many seconds without a connection."), {"type": "null"}]},

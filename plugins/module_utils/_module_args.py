@@ -43,6 +43,7 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "keepalive_count_max": {"type": "int"},
     "connect_timeout": {"type": "int"},
     "reconnect": {"type": "bool", "default": True},
+    "audit": {"type": "str", "choices": ["file", "syslog", "none"], "default": "file"},
     "lifetime": {"type": "str", "choices": ["persistent", "play"], "default": "persistent"},
     "ttl": {"type": "int"},
     "idle_timeout": {"type": "int"},

@@ -201,6 +201,20 @@ options:
     description: Rebuild a lost connection with exponential backoff (1 s doubling to 30 s). Authentication and host key errors are never retried.
     type: bool
     default: true
+  audit:
+    description:
+      - Who used the tunnel. One JSON line per accepted forwarded connection - time (UTC), forward, client address, the
+        local C(uid), C(user), C(pid) and C(process) name of a loopback TCP or Unix socket client when the kernel tells
+        them, destination, C(bytes_out), C(bytes_in), C(duration) and how it C(ended) (V(closed), V(reset), V(refused), V(cut)).
+        No secret is recorded (no command line, no SOCKS user name or password).
+      - V(file) writes C(NAME.audit.jsonl) (mode 0600) in O(state_dir), rotated at 1 MiB with one previous file kept,
+        removed with the tunnel's other files when it ends. V(syslog) sends the lines to the system logger
+        (C(/dev/log), facility authpriv) and keeps nothing on disk; the start fails when there is no system logger.
+        V(none) records nothing.
+      - M(burrow.ssh.tunnel_info) reports the connections and bytes per uid (C(audit.by_uid)) with V(file) or V(syslog).
+    type: str
+    choices: [file, syslog, none]
+    default: file
   lifetime:
     description:
       - V(persistent) keeps the tunnel until O(state=absent), its O(ttl) or its O(idle_timeout).

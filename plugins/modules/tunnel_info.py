@@ -78,7 +78,7 @@ summary:
   type: list
   elements: str
   sample:
-    - "appdb: up 2h5m via ops@bastion.example.com:22; -L 127.0.0.1:43512 -> db.internal:5432; 3 connections (1 active)"
+    - "appdb: up 2h5m via ops@bastion:22; -L 127.0.0.1:43512 -> db.internal:5432; 3 connections (1 active); used by alice (3, 885.3 kB), last 2m ago"
 tunnels:
   description: One entry per tunnel found (a named tunnel that does not exist is reported with status V(absent)).
   returned: always
@@ -126,6 +126,16 @@ tunnels:
       type: list
       elements: dict
       sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "ok": true, "latency_ms": 1.2}]
+    audit:
+      description:
+        - Who used the tunnel since it started (see O(burrow.ssh.tunnel#module:audit)), or V(null) with C(audit=none).
+        - C(sink) (V(file) or V(syslog)), C(file) (the 0600 JSON-lines file, with V(file)) and C(by_uid), one entry per
+          local uid (C(uid) V(null) - clients of remote forwards and clients the kernel does not name) with C(user),
+          C(connections), C(refused), C(bytes_out), C(bytes_in) and C(last_use) (UTC, ISO 8601).
+      type: dict
+      returned: when the tunnel is up, reconnecting or down
+      sample: {"sink": "file", "file": "/run/user/0/burrow/appdb.audit.jsonl", "by_uid": [{"uid": 1001, "user": "alice",
+        "connections": 3, "refused": 0, "bytes_out": 5120, "bytes_in": 880213, "last_use": "2026-03-02T10:15:04.120Z"}]}
     reason:
       description: Why a tunnel is V(stale).
       type: str

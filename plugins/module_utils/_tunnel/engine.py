@@ -304,6 +304,7 @@ class TunnelEngine:
                 "warnings": list(self.warnings) + self.forward_set.warnings(),
                 "idle_seconds": self.idle_seconds(runtimes),
                 "connections_active": sum(r.counters.connections_active for r in runtimes),
+                "audit": self.forward_set.audit.summary() if self.forward_set.audit is not None else None,
             }
 
     def idle_seconds(self, runtimes: list[ForwardRuntime] | None = None) -> float:

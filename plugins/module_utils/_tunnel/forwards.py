@@ -17,7 +17,7 @@ import socket
 import threading
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import socks
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import audit, socks
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     SSHD_FORWARDING_HINT,
     ConnectionLost,
@@ -112,6 +112,7 @@ class ForwardRuntime:
                     advice="choose another port, use port 0 to let burrow.ssh allocate one, or stop what holds it",
                 ) from exc
             raise TunnelError(f"cannot listen on {listen} for {self.key}: {exc.strerror or exc}", advice="check the bind address and permissions") from exc
+        handler = audit.wrap_handler(self.owner.audit, self.key, self.forward.destination, handler)  # one audit line per client
         self.listener = Listener(sock, handler, name=self.key, unix_path=listen.path if listen.is_unix() else None)
         address = self.listener.address
         if isinstance(address, str):
@@ -261,6 +262,7 @@ class ForwardRuntime:
             else:
                 request = None
                 target = destination
+            audit.note_destination(target)
             try:
                 sock = self.connect_destination(target)
             except TunnelError:
@@ -353,6 +355,7 @@ class ForwardSet:
         self.connected = threading.Event()
         self.lock = threading.RLock()
         self._probes: dict[int, threading.Event] = {}
+        self.audit: audit.AuditTrail | None = None  # set by the tunnel process: who used each forward (audit.py)
 
     # -- the chain ----------------------------------------------------------------------------------
     def attach(self, chain: Chain) -> None:
@@ -480,6 +483,7 @@ class ForwardSet:
         if not self.connected.wait(self.connect_timeout) or self.chain is None:
             raise ConnectionLost(f"tunnel is reconnecting to {self.target_label}; connection not forwarded")
         transport = self.chain.target
+        audit.note_destination(destination)
         try:
             if destination.is_unix():
                 return transport.open_streamlocal(str(destination.path), timeout=self.connect_timeout)
@@ -522,7 +526,8 @@ class ForwardSet:
             channel.close()
             return
         try:
-            start_thread(runtime.handle_remote_channel, channel, name="burrow-remote")
+            handler = audit.wrap_handler(self.audit, runtime.key, runtime.forward.destination, runtime.handle_remote_channel, origin=origin)
+            start_thread(handler, channel, name="burrow-remote")
         except RuntimeError:
             channel.close()
 

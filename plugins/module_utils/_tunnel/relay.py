@@ -23,6 +23,8 @@ import threading
 import time
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import audit
+
 # Measured: 256 KiB reads double download throughput against 16 KiB reads (docs/performance.md).
 READ_SIZE = 256 * 1024
 # Measured: a backlog of 5 reset most of 200 simultaneous connects; the kernel caps it at somaxconn anyway.
@@ -62,6 +64,7 @@ class Counters:
             self.last_activity = time.monotonic()
 
     def failed(self, reason: str) -> None:
+        audit.note_refused(reason)  # the connection being handled in this thread, if it is audited
         with self._lock:
             self.failures += 1
             self.last_error = reason
@@ -119,11 +122,12 @@ class Connection:
                     end.shutdown(socket.SHUT_RD)  # wakes a blocked recv; sends nothing; the close then sends RST
 
 
-def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b"") -> None:
+def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b"") -> str:
     """Move bytes both ways until both directions ended; closes both ends. Blocking.
 
     `client` is a socket (or a channel, for remote forwards where the roles swap); `channel` is the
-    SSH channel (or a socket). Both need recv, sendall and a way to half-close.
+    SSH channel (or a socket). Both need recv, sendall and a way to half-close. Returns how it ended:
+    closed (both directions ended with EOF), reset (an error or RST in either direction) or cut (by a stop).
     """
     finished = threading.Event()
     state = {"in": 0, "broken": False}
@@ -184,6 +188,9 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
     with counters._lock:
         counters.live.discard(connection)
     counters.closed(sent, int(state["in"]))
+    ended = "cut" if connection.cut.is_set() else "reset" if state["broken"] else "closed"
+    audit.note_relay(sent, int(state["in"]), ended)  # the audit line is written when the handler returns
+    return ended
 
 
 def _half_close(end: t.Any) -> None:

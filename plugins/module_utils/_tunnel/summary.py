@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import time
 import typing as t
 
@@ -51,8 +53,33 @@ def _forward(forward: t.Mapping[str, t.Any]) -> str:
     return f"{arrow} {listen}{where} -> {target}"
 
 
+def _bytes(count: int) -> str:
+    """512 B, 12.3 kB, 4.0 MB (decimal units)."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+def _audit(audit: t.Any, now: float) -> str:
+    """``used by root (3, 12.0 kB), nobody (1, 300 B), last 2m ago``: who connected (audit.py), from the audit summary."""
+    if not isinstance(audit, dict) or not audit.get("by_uid"):
+        return ""
+    users = []
+    for usage in audit["by_uid"]:
+        who = usage.get("user") or (f"uid {usage['uid']}" if usage.get("uid") is not None else "non-local")
+        users.append(f"{who} ({usage.get('connections', 0)}, {_bytes(int(usage.get('bytes_out', 0)) + int(usage.get('bytes_in', 0)))})")
+    line = "used by " + ", ".join(users)
+    latest = max(str(usage.get("last_use") or "") for usage in audit["by_uid"])
+    with contextlib.suppress(ValueError):
+        line += f", last {_age(now - datetime.datetime.fromisoformat(latest.replace('Z', '+00:00')).timestamp())} ago"
+    return line
+
+
 def describe(report: t.Mapping[str, t.Any], now: float | None = None) -> str:
-    """``appdb: up 2h5m via ops@bastion:22 -> deploy@db:22; -L 127.0.0.1:43512 -> db.internal:5432; 3 connections (1 active)``"""
+    """``appdb: up 2h5m via ops@bastion:22; -L 127.0.0.1:43512 -> db.internal:5432; 3 connections (1 active); used by root (3, 12.0 kB), last 2m ago``"""
     now = time.time() if now is None else now
     name = report.get("name", "?")
     status = str(report.get("status", "unknown"))
@@ -69,6 +96,9 @@ def describe(report: t.Mapping[str, t.Any], now: float | None = None) -> str:
         total = sum(int(forward.get("connections_total") or 0) for forward in forwards)
         active = sum(int(forward.get("connections_active") or 0) for forward in forwards)
         parts.append(f"{total} connection{'s' if total != 1 else ''} ({active} active)")
+    used = _audit(report.get("audit"), now)
+    if used:
+        parts.append(used)
     if report.get("reconnects"):
         parts.append(f"{report['reconnects']} reconnect(s)")
     error = report.get("last_error")

@@ -121,7 +121,7 @@ class TunnelHandle:
             if not _wait_gone(pid, self.state.get("start_time") if self.state else None, deadline + KILL_GRACE):
                 signal_quietly(pid, signal.SIGKILL)
                 _wait_gone(pid, self.state.get("start_time") if self.state else None, KILL_GRACE)
-        remove_quietly(self.paths.state, self.paths.socket, self.paths.log, self.paths.rotated_log)
+        remove_quietly(*self.paths.files())
         return existed
 
 

@@ -21,12 +21,14 @@ import logging.handlers
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import SYSLOG_ADDRESS, AuditTrail, syslog_handler
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, StateWriteFailed, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, StateWriteFailed, TunnelError, UntrustedState
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import remove_lock_file_if_free
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
@@ -41,6 +43,8 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model impo
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import use_deque_pipes
 
 LOG_MAX_BYTES = 1024 * 1024
+# The audit file and its one rotated file: at about 350 bytes a line, the last 6000 connections or so.
+AUDIT_MAX_BYTES = 1024 * 1024
 # How often the main loop wakes: often enough that a play-scoped tunnel ends within about two seconds of
 # ansible-playbook, rarely enough that 100 idle tunnels stay far below 5 % of a core (docs/scale.md).
 # Stop requests do not wait for it: they set the event the loop sleeps on.
@@ -67,9 +71,30 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A RotatingFileHandler whose files are 0600 from creation, the one recreated after rotation too."""
 
     def _open(self) -> t.Any:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():  # planted: a FIFO, or another user's file
+            os.close(fd)
+            raise UntrustedState(f"{self.baseFilename} is not a regular file of this user; refusing to write to it")
         os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=getattr(self, "errors", None))
+
+
+def _audit_trail(tunnel: Tunnel, paths: TunnelPaths) -> AuditTrail | None:
+    """Where the lines of who used the tunnel go (the tunnel's audit option)."""
+    if tunnel.audit == "none":
+        return None
+    if tunnel.audit == "syslog":
+        try:
+            return AuditTrail(tunnel.name, "syslog", syslog_handler(tunnel.name))
+        except OSError as exc:
+            raise TunnelError(
+                f"audit=syslog: cannot reach the system logger at {SYSLOG_ADDRESS}: {exc.strerror or exc}",
+                advice="run a syslog daemon or journald on this host, or use audit=file",
+            ) from exc
+    handler = PrivateRotatingFileHandler(paths.audit, maxBytes=AUDIT_MAX_BYTES, backupCount=1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return AuditTrail(tunnel.name, "file", handler, path=paths.audit)
 
 
 def _setup_logging(path: str) -> None:
@@ -173,6 +198,14 @@ class ControlServer:
             os.unlink(self.path)
 
 
+def _close_audit(trail: AuditTrail | None, paths: TunnelPaths) -> None:
+    if trail is not None:
+        trail.close()
+    for path in (paths.audit, paths.rotated_audit):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def _owner_alive(owner: dict[str, t.Any] | None) -> bool:
     if not owner:
         return True
@@ -223,14 +256,18 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
         os.write(ready_fd, json.dumps({"starting": os.getpid()}).encode() + b"\n")
     use_deque_pipes()
     engine = TunnelEngine(tunnel)
+    trail = None
     try:
+        trail = engine.forward_set.audit = _audit_trail(tunnel, paths)
         engine.start()
     except TunnelError as exc:
         log.error("start failed: %s", exc)
+        _close_audit(trail, paths)
         report(protocol.failure(exc))
         return 1
     except Exception as exc:  # reported to the module instead of dying silently
         log.exception("start failed")
+        _close_audit(trail, paths)
         report(protocol.failure(exc))
         return 1
     try:
@@ -277,7 +314,9 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     server.finish()
     log.info("stopped")
     logging.shutdown()
-    # A tunnel that ends (absent, play over, ttl, idle) leaves nothing on disk.
+    # A tunnel that ends (absent, play over, ttl, idle) leaves nothing on disk, its audit file included: lasting
+    # records belong to audit=syslog (the state directory is often XDG_RUNTIME_DIR, a tmpfs wiped at logout anyway).
+    _close_audit(trail, paths)
     for path in (paths.state, paths.log, paths.rotated_log):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

@@ -137,6 +137,9 @@ class TunnelPaths:
         self.state = os.path.join(state_dir, name + STATE_SUFFIX)
         self.log = os.path.join(state_dir, name + ".log")
         self.rotated_log = self.log + ".1"
+        # Who used the tunnel (audit.py): JSON lines, 0600, one rotated file; removed with the other files.
+        self.audit = os.path.join(state_dir, name + ".audit.jsonl")
+        self.rotated_audit = self.audit + ".1"
         self.lock = os.path.join(state_dir, "." + name + ".lock")
         socket_path = os.path.join(state_dir, name + ".sock")
         if len(socket_path.encode()) > MAX_SOCKET_PATH:
@@ -144,6 +147,10 @@ class TunnelPaths:
         if len(socket_path.encode()) > MAX_SOCKET_PATH:
             raise ValueError(f"state directory {state_dir} is too long for a Unix socket path (limit {MAX_SOCKET_PATH} bytes); choose a shorter state_dir")
         self.socket = socket_path
+
+    def files(self) -> tuple[str, ...]:
+        """Every file a tunnel leaves while it runs (the lock file is removed separately, only when free)."""
+        return (self.state, self.socket, self.log, self.rotated_log, self.audit, self.rotated_audit)
 
 
 def list_tunnel_names(state_dir: str) -> list[str]:

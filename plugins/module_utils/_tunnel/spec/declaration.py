@@ -155,7 +155,9 @@ DECLARATION_KEYS = frozenset(HOP_KEYS) | {
     "ttl",
     "idle_timeout",
     "reconnect",
+    "audit",
 }
+AUDIT_SINKS = ("file", "syslog", "none")
 
 
 def secret_values(tunnel: Tunnel) -> list[str]:
@@ -232,4 +234,6 @@ def parse_declaration(params: t.Mapping[str, t.Any], ignore: t.Iterable[str] = (
         settings["lifetime"] = validate_choice(given("lifetime"), "lifetime", LIFETIMES)
     if given("reconnect") is not None:
         settings["reconnect"] = validate_bool(given("reconnect"), "reconnect")
+    if given("audit") is not None:
+        settings["audit"] = validate_choice(given("audit"), "audit", AUDIT_SINKS)
     return Tunnel(name=name, hops=tuple(hop for _field, hop in hops), forwards=tuple(forwards), **settings)

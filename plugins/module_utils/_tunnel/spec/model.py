@@ -221,6 +221,7 @@ class Tunnel:
     ttl: int | None = None
     idle_timeout: int | None = None
     reconnect: bool = True
+    audit: str = "file"  # who used the tunnel: file (NAME.audit.jsonl in the state directory) | syslog | none
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -240,6 +241,8 @@ class Tunnel:
             "ttl": self.ttl,
             "idle_timeout": self.idle_timeout,
             "reconnect": self.reconnect,
+            # Added keys appear only when not the default: a declaration without them keeps its digest.
+            **({"audit": self.audit} if self.audit != "file" else {}),
         }
 
     def identity(self) -> dict[str, t.Any]:
