@@ -69,7 +69,7 @@ def test_the_file_sink_is_0600_and_bounded(tmp_path: t.Any) -> None:
     trail = _audit_trail(parse_declaration({"name": "bounded", "host": "h"}), paths)
     assert trail is not None
     entry = {"uid": 0, "pid": None, "bytes_out": 1, "bytes_in": 2, "ended": "closed", "padding": "x" * 1000}
-    for _ in range(2 * AUDIT_MAX_BYTES // 1000 + 50):
+    for _line in range(2 * AUDIT_MAX_BYTES // 1000 + 50):
         trail.record(dict(entry))
     trail.close()
     for path in (paths.audit, paths.rotated_audit):
