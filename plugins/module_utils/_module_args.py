@@ -54,7 +54,7 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "lifetime_owner": {"type": "dict"},
 }
 
-NON_DECLARATION_OPTIONS = ("state", "allow_non_loopback_bind", "drain_timeout", "state_dir", "lifetime_owner", "wait_for_probe", "probe_timeout")
+NON_DECLARATION_OPTIONS = ("state", "drain_timeout", "state_dir", "lifetime_owner", "wait_for_probe", "probe_timeout")
 
 
 SECONDS_OPTIONS = ("ttl", "idle_timeout", "keepalive_interval", "connect_timeout", "drain_timeout")

@@ -117,6 +117,10 @@ options:
     description:
       - Listeners on addresses other than loopback expose the forward to other machines. They are refused unless
         this is V(true), and then produce a warning.
+      - This also covers what the server really binds. A remote forward asked for loopback that the server binds on
+        every address (sshd's C(GatewayPorts yes)) fails with C(exposed_listener) unless this is V(true); then it is
+        kept with a warning and reported with C(bound_host) V(*).
+      - Not part of the tunnel's identity; changing it does not replace a running tunnel.
     type: bool
     default: false
   private_key_file:
@@ -484,7 +488,7 @@ def main() -> None:
         outcome = manage.ensure_present(
             tunnel,
             state_dir,
-            {kind: params[kind] for kind in ("local_forwards", "remote_forwards", "dynamic_forwards")},
+            {kind: params[kind] for kind in ("local_forwards", "remote_forwards", "dynamic_forwards", "allow_non_loopback_bind")},
             check_mode=module.check_mode,
             owner=manage.owner_for(params),
             restart=params["state"] == "restarted",

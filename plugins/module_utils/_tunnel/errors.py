@@ -128,6 +128,12 @@ class PortInUse(TunnelError):
     kind = "port_in_use"
 
 
+class ExposedListener(TunnelError):
+    """The server listens wider than a loopback request asked (sshd's GatewayPorts yes) and exposure was not allowed."""
+
+    kind = "exposed_listener"
+
+
 class NotSupported(TunnelError):
     kind = "not_supported"
 

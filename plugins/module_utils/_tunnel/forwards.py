@@ -29,8 +29,8 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
 # Imported at load time like everything the tunnel process runs (the module payload is gone once it has forked).
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_probes import probe_forwards
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import Counters, Listener, bind_tcp, bind_unix, relay, start_thread, tune_socket
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.remote_bind import verify_remote_bind
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import is_loopback
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import (
     CANCEL_STREAMLOCAL_FORWARD,
@@ -206,10 +206,10 @@ class ForwardRuntime:
                 f"session until sshd's ClientAliveInterval evicts it). {SSHD_FORWARDING_HINT}",
             )
         port = response.get_int() if requested_port == 0 else requested_port
-        bound_host = host
         self.warnings = []
-        if host and not is_loopback(host) and host not in ("0.0.0.0", "::", "*"):
-            bound_host = self._check_remote_bind(transport, host, port)
+        # Every granted request is measured: sshd's GatewayPorts may bind loopback or every address, whatever was asked.
+        self.bound = Endpoint(host=host, port=port)
+        bound_host = verify_remote_bind(self, transport, host, port, self.owner.allow_non_loopback_bind)
         self.bound = Endpoint(host=bound_host, port=port)
         self.active = True
 
@@ -230,24 +230,6 @@ class ForwardRuntime:
             "for instance before a reconnect) sshd binds it again only with StreamLocalBindUnlink yes (set it in sshd_config; "
             "burrow.ssh.sshd_forwarding sets AllowStreamLocalForwarding)",
         )
-
-    def _check_remote_bind(self, transport: t.Any, host: str, port: int) -> str:
-        """sshd silently binds loopback when GatewayPorts is no: connect from the server to the asked address to see."""
-        probe_done = self.owner.expect_probe(port)
-        try:
-            channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=5)
-        except (paramiko.ChannelException, paramiko.SSHException):
-            self.owner.cancel_probe(port)
-            message = (
-                f"server {self.owner.target_label} bound remote forward {self.key} to loopback, not {host}: sshd's GatewayPorts is 'no'; "
-                f"set GatewayPorts clientspecified ({SSHD_FORWARDING_HINT})"
-            )
-            self.warnings.append(message)
-            LOG.warning("%s", message)
-            return "127.0.0.1"
-        probe_done.wait(5)
-        channel.close()
-        return host
 
     def handle_remote_channel(self, channel: t.Any) -> None:
         self.counters.opened()
@@ -347,9 +329,11 @@ class ForwardSet:
     owner of the chain; a detached set keeps its local listeners and refuses new channels until it is attached again.
     """
 
-    def __init__(self, target_label: str, connect_timeout: float) -> None:
+    def __init__(self, target_label: str, connect_timeout: float, allow_non_loopback_bind: bool = False) -> None:
         self.target_label = target_label
         self.connect_timeout = float(connect_timeout)
+        # The bind policy for what the server really binds (remote_bind.py): an exposure of a loopback request fails unless allowed.
+        self.allow_non_loopback_bind = allow_non_loopback_bind
         self.chain: Chain | None = None
         self.forwards: dict[str, ForwardRuntime] = {}
         self.connected = threading.Event()

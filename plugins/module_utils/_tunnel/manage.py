@@ -107,7 +107,7 @@ def summarize(report: dict[str, t.Any]) -> dict[str, t.Any]:
 def ensure_present(
     tunnel: Tunnel,
     state_dir: str,
-    raw_forwards: dict[str, list[t.Any]],
+    raw_forwards: dict[str, t.Any],
     *,
     check_mode: bool,
     owner: dict[str, t.Any] | None,
@@ -122,7 +122,7 @@ def ensure_present(
 
 
 def _decide_and_act(
-    tunnel: Tunnel, state_dir: str, raw_forwards: dict[str, list[t.Any]], check_mode: bool, owner: dict[str, t.Any] | None, restart: bool, drain_timeout: float
+    tunnel: Tunnel, state_dir: str, raw_forwards: dict[str, t.Any], check_mode: bool, owner: dict[str, t.Any] | None, restart: bool, drain_timeout: float
 ) -> Outcome:
     handle = TunnelHandle(state_dir, tunnel.name)
     current = handle.inspect()

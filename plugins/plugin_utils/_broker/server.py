@@ -214,7 +214,7 @@ class Broker:
         warnings = [*policy_warnings, *warnings]
         forwards: list[dict[str, t.Any]] = []
         if wanted is not None:
-            forwards = self._ensure_forwards(node, wanted, session)
+            forwards = self._ensure_forwards(node, wanted, session, bool(declared.get("allow_non_loopback_bind")))
             warnings.extend(w for f in forwards for w in f.get("warnings", []))
             compressed = [hop.label() for hop in session.hops if hop.compression]
             if forwards and compressed:
@@ -222,7 +222,7 @@ class Broker:
         node.uses += 1
         return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards, "label": session.label}
 
-    def _ensure_forwards(self, node: Node, wanted: list[t.Any], session: Session) -> list[dict[str, t.Any]]:
+    def _ensure_forwards(self, node: Node, wanted: list[t.Any], session: Session, allow_non_loopback_bind: bool) -> list[dict[str, t.Any]]:
         with node.forwards_lock:
             if node.forwards is None:
                 if not wanted:
@@ -232,6 +232,8 @@ class Broker:
                 nodes = node.chain()
                 node.forwards = ForwardSet(node.label, session.effective_connect_timeout)
                 node.forwards.attach(Chain(hops=tuple(item.hop for item in nodes), transports=[item.transport for item in nodes]))
+            # What the server really binds is checked against the same policy as the declaration (remote_bind.py).
+            node.forwards.allow_non_loopback_bind = allow_non_loopback_bind
             node.forwards.apply(wanted)
             return node.forwards.status()
 

@@ -164,7 +164,10 @@ class ControlServer:
             results = self.engine.probe(float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None)
             return {"ok": True, "status": self.engine.status(), "probe": results}
         if op == "apply":
-            delta = self.engine.apply(module_forward_lists(request))
+            forwards = module_forward_lists(request)
+            # The bind policy travels with the forwards (it is not part of the digest): remote_bind.py applies it.
+            self.engine.forward_set.allow_non_loopback_bind = bool(request.get("allow_non_loopback_bind"))
+            delta = self.engine.apply(forwards)
             return {"ok": True, "delta": delta, "status": self.engine.status()}
         if op == "stop":
             self.stop_deadline[0] = float(request.get("deadline", 10))

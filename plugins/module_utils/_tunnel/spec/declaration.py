@@ -156,6 +156,7 @@ DECLARATION_KEYS = frozenset(HOP_KEYS) | {
     "idle_timeout",
     "reconnect",
     "audit",
+    "allow_non_loopback_bind",
 }
 AUDIT_SINKS = ("file", "syslog", "none")
 
@@ -236,4 +237,6 @@ def parse_declaration(params: t.Mapping[str, t.Any], ignore: t.Iterable[str] = (
         settings["reconnect"] = validate_bool(given("reconnect"), "reconnect")
     if given("audit") is not None:
         settings["audit"] = validate_choice(given("audit"), "audit", AUDIT_SINKS)
+    if given("allow_non_loopback_bind") is not None:
+        settings["allow_non_loopback_bind"] = validate_bool(given("allow_non_loopback_bind"), "allow_non_loopback_bind")
     return Tunnel(name=name, hops=tuple(hop for _field, hop in hops), forwards=tuple(forwards), **settings)

@@ -222,6 +222,9 @@ class Tunnel:
     idle_timeout: int | None = None
     reconnect: bool = True
     audit: str = "file"  # who used the tunnel: file (NAME.audit.jsonl in the state directory) | syslog | none
+    # The bind policy for what the server really binds (a loopback request that sshd's GatewayPorts yes widens fails
+    # unless allowed). Not part of identity() or digest(): changing it replaces no running tunnel, it is sent with `apply`.
+    allow_non_loopback_bind: bool = False
 
     def __post_init__(self) -> None:
         if not self.hops:
