@@ -370,7 +370,9 @@ tunnel:
       type: int
       sample: 40123
     local_forwards:
-      description: Local forwards with C(listen_port), C(bound_host), counters and C(warnings).
+      description:
+        - Local forwards with C(listen_port), C(bound_host), counters and C(warnings).
+        - C(bound_hosts) lists every address listened on, V(127.0.0.1) and V(::1) for V(localhost) and the default bind.
       type: list
       elements: dict
       sample: [{"key": "local 127.0.0.1:0 -> db.internal:5432", "bound_host": "127.0.0.1", "listen_port": 40123}]

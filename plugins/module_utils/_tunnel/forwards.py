@@ -28,7 +28,16 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
 
 # Imported at load time like everything the tunnel process runs (the module payload is gone once it has forked).
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_probes import probe_forwards
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import Counters, Listener, bind_tcp, bind_unix, relay, start_thread, tune_socket
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import (
+    Counters,
+    Listener,
+    bind_loopback_pair,
+    bind_tcp,
+    bind_unix,
+    relay,
+    start_thread,
+    tune_socket,
+)
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.remote_bind import verify_remote_bind
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint, Forward
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain
@@ -87,6 +96,8 @@ class ForwardRuntime:
         self.owner = owner
         self.counters = Counters()
         self.listener: Listener | None = None
+        self.extra_listeners: list[Listener] = []  # ::1 beside 127.0.0.1 for localhost and the default bind
+        self.bound_hosts: list[str] = []
         self.bound: Endpoint | None = None
         self.warnings: list[str] = []
         self.active = False
@@ -99,27 +110,35 @@ class ForwardRuntime:
     def bind_local(self) -> None:
         listen = self.forward.listen
         handler = self._handle_dynamic if self.forward.kind == "dynamic" else self._handle_local
+        extra: list[socket.socket] = []
         try:
             if listen.is_unix():
                 sock = bind_unix(str(listen.path))
+            elif listen.both_loopback_families:
+                sock, *extra = bind_loopback_pair(int(listen.port or 0))
             else:
                 sock = bind_tcp(listen.host or "", int(listen.port or 0))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 holder = describe_holder(int(listen.port or 0)) if not listen.is_unix() else ""
+                where = f" on [::1]:{listen.port} (this listener binds 127.0.0.1 and ::1, as localhost means both)" if exc.filename == "::1" else ""
                 raise PortInUse(
-                    f"cannot listen on {listen} for {self.key}: address already in use{holder}",
+                    f"cannot listen on {listen} for {self.key}: address already in use{where}{holder}",
                     advice="choose another port, use port 0 to let burrow.ssh allocate one, or stop what holds it",
                 ) from exc
             raise TunnelError(f"cannot listen on {listen} for {self.key}: {exc.strerror or exc}", advice="check the bind address and permissions") from exc
         handler = audit.wrap_handler(self.owner.audit, self.key, self.forward.destination, handler)  # one audit line per client
         self.listener = Listener(sock, handler, name=self.key, unix_path=listen.path if listen.is_unix() else None)
+        self.extra_listeners = [Listener(other, handler, name=self.key) for other in extra]
+        self.bound_hosts = [str(other.getsockname()[0]) for other in (sock, *extra)] if not listen.is_unix() else []
         address = self.listener.address
         if isinstance(address, str):
             self.bound = Endpoint(path=address)
         else:
             self.bound = Endpoint(host=address[0], port=address[1])
         self.listener.start()
+        for other in self.extra_listeners:
+            other.start()
         self.active = True
 
     def _opener_origin(self, client: socket.socket) -> tuple[str, int]:
@@ -299,11 +318,16 @@ class ForwardRuntime:
         # Not paramiko's cancel_port_forward: it also drops the handler of every sibling remote forward.
         transport.request("cancel-tcpip-forward", (listen.host or "", int(self.bound.port or 0)), timeout=5)
 
+    def stop_listening(self) -> None:
+        for listener in [self.listener, *self.extra_listeners]:
+            if listener is not None:
+                listener.close()
+
     def close(self) -> None:
         self.active = False
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        self.stop_listening()
+        self.listener = None
+        self.extra_listeners = []
 
     def status(self) -> dict[str, t.Any]:
         data = self.forward.public_dict()
@@ -314,6 +338,8 @@ class ForwardRuntime:
                 "bound_host": self.bound.host if self.bound else None,
                 "bound_port": self.bound.port if self.bound else None,
                 "bound_path": self.bound.path if self.bound else None,
+                # Every address listened on: 127.0.0.1 and ::1 for localhost and the default bind.
+                "bound_hosts": self.bound_hosts or ([self.bound.host] if self.bound and self.bound.host is not None else []),
                 "warnings": list(self.warnings),
             }
         )
@@ -426,8 +452,7 @@ class ForwardSet:
 
     def stop_accepting(self) -> None:
         for runtime in list(self.forwards.values()):
-            if runtime.listener is not None:
-                runtime.listener.close()
+            runtime.stop_listening()
 
     def reset_connections(self) -> int:
         """Cut every relayed connection still running (RST to sockets, CLOSE without EOF to channels); how many were cut."""

@@ -15,6 +15,7 @@ half-close in each direction separately, and the connection is closed only when 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -279,6 +280,35 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+# How many ports 0 to try when the port the kernel gave for 127.0.0.1 is already taken on ::1 by someone else.
+LOOPBACK_PAIR_ATTEMPTS = 8
+
+
+def _ipv6_unavailable(exc: OSError) -> bool:
+    return exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT)
+
+
+def bind_loopback_pair(port: int) -> list[socket.socket]:
+    """127.0.0.1 and ::1 on one port (OpenSSH's localhost); ::1 is left out only where the host has no IPv6 loopback.
+
+    For port 0 the first bind allocates and the second takes that port; when someone holds it on ::1, both are given
+    up and another port is tried. Raises OSError; an EADDRINUSE on ::1 carries ``filename="::1"`` for the message.
+    """
+    for attempt in range(LOOPBACK_PAIR_ATTEMPTS):
+        first = bind_tcp("127.0.0.1", port)
+        try:
+            second = bind_tcp("::1", first.getsockname()[1])
+        except OSError as exc:
+            first.close()
+            if _ipv6_unavailable(exc):
+                return [bind_tcp("127.0.0.1", port)]
+            if exc.errno == errno.EADDRINUSE and port == 0 and attempt + 1 < LOOPBACK_PAIR_ATTEMPTS:
+                continue
+            raise OSError(exc.errno, exc.strerror, "::1") from exc
+        return [first, second]
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def bind_unix(path: str) -> socket.socket:

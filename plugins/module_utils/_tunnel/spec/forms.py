@@ -77,7 +77,8 @@ def _dict_listen(data: dict[str, t.Any], field: str) -> Endpoint:
     if "listen_port" not in data:
         raise SpecError(field, dict(data), "needs listen_port (or listen_path)")
     host = listen_host(data.get("listen_host"), f"{field}.listen_host")
-    return Endpoint(host=host, port=validate_port(data["listen_port"], f"{field}.listen_port", allow_zero=True))
+    port = validate_port(data["listen_port"], f"{field}.listen_port", allow_zero=True)
+    return Endpoint(host=host, port=port, default_bind=data.get("listen_host") is None)
 
 
 def _dict_destination(data: dict[str, t.Any], field: str) -> Endpoint | None:

@@ -15,7 +15,9 @@ Choices made here, on purpose:
 
 * An omitted bind address means ``127.0.0.1`` for every kind of forward. OpenSSH decides from
   ``GatewayPorts`` (client side) and asks the server for "localhost" (remote side); we always ask for
-  loopback so that a forward is never exposed by accident.
+  loopback so that a forward is never exposed by accident. A local listener left without an address, or given
+  ``localhost``, binds ``127.0.0.1`` and ``::1`` on one port (as OpenSSH's localhost does), so no other local user can
+  take the IPv6 half of ``localhost:P``; the key still says ``127.0.0.1`` (identity unchanged on upgrade).
 * ``*`` and an empty bind address both mean "all interfaces", stored as ``""`` like OpenSSH passes it to
   the server; such a forward ``exposes_beyond_loopback``. ``0.0.0.0`` and ``::`` are kept as given.
 * IPv6 addresses are written in brackets inside the colon syntax (``[::1]:8080:[::2]:80``); a bare
@@ -77,6 +79,14 @@ class Endpoint:
     host: str | None = None
     port: int | None = None
     path: str | None = None
+    # A listen address left out (stored as 127.0.0.1, so keys and digests of existing declarations stay the same) binds
+    # loopback in both families, like ``localhost``: not part of equality or of the key.
+    default_bind: bool = dataclasses.field(default=False, compare=False)
+
+    @property
+    def both_loopback_families(self) -> bool:
+        """Whether a local listener binds 127.0.0.1 and ::1 on one port (OpenSSH's localhost)."""
+        return self.path is None and (self.default_bind or self.host == "localhost")
 
     def is_unix(self) -> bool:
         return self.path is not None

@@ -113,7 +113,7 @@ def parse_colon_forward(kind: str, value: object, field: str) -> Forward:
         example = "[bind_address:]port" + ("" if kind == "dynamic" or (kind == "remote" and count <= 2) else ":host:hostport")
         missing_port(port, "listen", example)
         host = DEFAULT_BIND if bind is None else bind_field(bind, field)
-        return Endpoint(host=host, port=validate_port(port.text, field, allow_zero=True))
+        return Endpoint(host=host, port=validate_port(port.text, field, allow_zero=True), default_bind=bind is None)
 
     def tcp_dest(host: _Field, port: _Field) -> Endpoint:
         if _is_path(host) or _is_path(port):
