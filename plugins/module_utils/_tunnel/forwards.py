@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import socket
 import threading
+import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import audit, socks
@@ -34,6 +34,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import (
     bind_loopback_pair,
     bind_tcp,
     bind_unix,
+    describe_holder,
     relay,
     start_thread,
     tune_socket,
@@ -50,33 +51,12 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport i
 
 LOG = logging.getLogger("burrow.tunnel")
 SOCKS_HANDSHAKE_TIMEOUT = 10.0
-
-
-def describe_holder(port: int) -> str:
-    """Who listens on a local TCP port, when /proc shows it (same user or root)."""
-    try:
-        inodes: set[str] = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with contextlib.suppress(OSError), open(table, encoding="ascii") as handle:
-                for line in handle.readlines()[1:]:
-                    fields = line.split()
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        if not inodes:
-            return ""
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    with contextlib.suppress(OSError):
-                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                        if target.startswith("socket:[") and target[8:-1] in inodes:
-                            with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
-                                return f" (held by pid {pid}, {comm.read().strip()})"
-    except OSError:
-        return ""
-    return ""
+# After a failed SOCKS authentication, attempts on that listener are spaced: 0.1 s doubling per failure in a row, at
+# most 2 s (so at most 0.5 guesses/s however many connections guess in parallel); a success resets it. A client would
+# wait at most SOCKS_AUTH_QUEUE_MAX s for its turn, else it is closed at once.
+SOCKS_AUTH_DELAY = 0.1
+SOCKS_AUTH_DELAY_MAX = 2.0
+SOCKS_AUTH_QUEUE_MAX = 30.0
 
 
 def _socks_refusal_code(error: TunnelError) -> int:
@@ -98,6 +78,9 @@ class ForwardRuntime:
         self.listener: Listener | None = None
         self.extra_listeners: list[Listener] = []  # ::1 beside 127.0.0.1 for localhost and the default bind
         self.bound_hosts: list[str] = []
+        self._auth_lock = threading.Lock()
+        self._auth_failures = 0  # in a row, on this listener
+        self._auth_next = 0.0  # monotonic time of the next allowed attempt while failing
         self.bound: Endpoint | None = None
         self.warnings: list[str] = []
         self.active = False
@@ -172,13 +155,49 @@ class ForwardRuntime:
             return None
         return self.forward.socks_username, self.forward.socks_password or ""
 
+    def _auth_turn(self) -> float | None:
+        """Seconds to wait before this connection may try to authenticate (None: the queue is too long, refuse)."""
+        with self._auth_lock:
+            if not self._auth_failures:
+                return 0.0
+            now = time.monotonic()
+            start = max(now, self._auth_next)
+            if start - now > SOCKS_AUTH_QUEUE_MAX:
+                return None
+            self._auth_next = start + min(SOCKS_AUTH_DELAY * 2 ** (self._auth_failures - 1), SOCKS_AUTH_DELAY_MAX)
+            return start - now
+
+    def _auth_result(self, client: socket.socket, error: Exception | None) -> None:
+        if self.forward.socks_username is None:
+            return
+        if error is None:
+            with self._auth_lock:
+                self._auth_failures = 0
+            return
+        if getattr(error, "code", None) != socks.AUTH_FAILURE:
+            return
+        with self._auth_lock:
+            self._auth_failures += 1
+            failures = self._auth_failures
+            self._auth_next = max(self._auth_next, time.monotonic() + min(SOCKS_AUTH_DELAY * 2 ** (failures - 1), SOCKS_AUTH_DELAY_MAX))
+        origin = self._opener_origin(client)
+        # One line per failure, never the attempted password (the reason names the user only).
+        LOG.warning("%s: SOCKS authentication failed from %s:%s: %s (%d in a row; attempts on this listener are slowed)", self.key, *origin, error, failures)
+
     def _handle_dynamic(self, client: socket.socket) -> None:
         self.counters.opened()
         try:
+            wait = self._auth_turn() if self.forward.socks_username is not None else 0.0
+            if wait is None:
+                raise socks.SocksError("SOCKS authentication queue full after repeated failures: connection refused")
+            if wait:
+                time.sleep(wait)  # this connection's turn; spacing attempts is the point (per-listener backoff)
             client.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
             request = socks.negotiate(client, credentials=self._socks_credentials())
             client.settimeout(None)
+            self._auth_result(client, None)
         except (socks.SocksError, OSError) as exc:
+            self._auth_result(client, exc)
             self.counters.failed(f"SOCKS: {getattr(exc, 'reason', exc)}")
             client.close()
             self.counters.closed(0, 0)

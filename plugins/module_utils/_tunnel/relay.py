@@ -340,6 +340,33 @@ def bind_unix(path: str) -> socket.socket:
     return sock
 
 
+def describe_holder(port: int) -> str:
+    """Who listens on a local TCP port, when /proc shows it (same user or root)."""
+    try:
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table, encoding="ascii") as handle:
+                for line in handle.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        if not inodes:
+            return ""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        if target.startswith("socket:[") and target[8:-1] in inodes:
+                            with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+                                return f" (held by pid {pid}, {comm.read().strip()})"
+    except OSError:
+        return ""
+    return ""
+
+
 def configure_threads() -> None:
     with contextlib.suppress(ValueError, RuntimeError):
         threading.stack_size(THREAD_STACK_SIZE)
