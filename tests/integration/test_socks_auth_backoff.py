@@ -50,7 +50,7 @@ def _guesses_per_second(port: int, seconds: float, threads: int = 8) -> float:
             with lock:
                 count[0] += 1
 
-    workers = [threading.Thread(target=guess) for _ in range(threads)]
+    workers = [threading.Thread(target=guess) for _index in range(threads)]
     started = time.monotonic()
     for worker in workers:
         worker.start()
