@@ -13,7 +13,8 @@ description:
   - Runs commands (with privilege escalation and pipelining) and copies files over SFTP on the last hop.
   - The authenticated sessions are held by a session broker on the controller, one process per user (like OpenSSH's C(ControlPersist)),
     so the second and later tasks against a host do no SSH handshake, and hosts behind the same bastion share the bastion's connection.
-    The broker closes a session after O(persist_idle_timeout) seconds without use, and everything once the ansible-playbook process has exited.
+    The broker closes a session after O(persist_idle_timeout) seconds without use, and everything once the ansible-playbook process has exited,
+    or O(persist) seconds later (then the next run reuses the sessions without a handshake).
   - Forwards declared for the host (O(remote_forwards), O(reverse_socks), O(local_forwards)) are set up when Ansible connects and
     removed with the session.
 author:
@@ -111,6 +112,7 @@ SESSION_OPTIONS = (
     "session_name",
     "timeout",
     "persist_idle_timeout",
+    "persist",
     "forward_agent",
     "compression",
 )

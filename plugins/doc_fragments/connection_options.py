@@ -300,4 +300,24 @@ options:
         key: persist_idle_timeout
     vars:
       - name: burrow_persist_idle_timeout
+  persist:
+    description:
+      - Seconds the controller's session broker keeps a session (and the jump host connections under it) after the last
+        ansible-playbook process that used it has exited, like OpenSSH's C(ControlPersist), so the next run reuses it without
+        an SSH handshake. V(0) (the default) ends the sessions with the run. While persisted, this replaces O(persist_idle_timeout);
+        the broker exits when its last session has expired.
+      - A session is never handed out in the last max(5 s, 10 % of O(persist)) of its time (at most half of it); a new session
+        is opened instead and the old one is closed once idle, so a task never starts on a session about to expire.
+      - The broker then holds the sessions' credentials in memory (passwords, key passphrases, decrypted keys) and an
+        authenticated connection to every host after the run; any process of the controller user can run commands through it
+        until it expires, as with a ControlPersist master socket. See the security page of the collection.
+    type: int
+    default: 0
+    env:
+      - name: BURROW_PERSIST
+    ini:
+      - section: burrow_connection
+        key: persist
+    vars:
+      - name: burrow_persist
 """

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing as t
 
@@ -415,3 +416,126 @@ def test_ca_signed_certificate_alone_authenticates_the_connection(lab: Lab, ansi
         assert _wait_broker_gone(lab), "the session broker did not exit after the playbook"
     finally:
         target.stop()
+
+
+# -- burrow_persist (issue 18): sessions that outlive the run ------------------------------------------------------------
+
+
+def _broker_status(lab: Lab) -> dict[str, t.Any] | None:
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient
+
+    client = BrokerClient(str(lab.state_dir))
+    sock = client._try_connect()
+    if sock is None:
+        return None
+    sock.close()
+    try:
+        return client.call({"op": "status"}, timeout=10)
+    except Exception as exc:  # the broker was stopping: as good as gone
+        return {"error": repr(exc), "sessions": []}
+
+
+def _wait_status(lab: Lab, predicate: t.Callable[[dict[str, t.Any]], bool], timeout: float) -> dict[str, t.Any] | None:
+    """The broker's status once predicate holds for it, polled until the deadline; None when it never did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _broker_status(lab)
+        if status is not None and "error" not in status and predicate(status):
+            return status
+        time.sleep(0.1)
+    return None
+
+
+def _all_persisted(status: dict[str, t.Any]) -> bool:
+    """Every session of the broker is counting down its burrow_persist (the run that used them has exited)."""
+    return bool(status["sessions"]) and all(node["expires_in"] is not None for node in status["sessions"])
+
+
+def _broker_log(lab: Lab) -> str:
+    return "".join(path.read_text(errors="replace") for path in sorted(lab.state_dir.glob("broker-*.log")))
+
+
+def test_persisted_sessions_serve_the_next_run_without_a_handshake(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    inventory = lab.inventory(burrow_persist=60)
+    try:
+        first = lab.run(ansible_playbook, "commands.yml", inventory, task_count=2)
+        assert first.returncode == 0, _failures(first)
+        status = _wait_status(lab, _all_persisted, 30)
+        assert status is not None, f"the broker did not keep the sessions after the run: {_broker_status(lab)}\n{_broker_log(lab)[-2000:]}"
+        # Two target sessions and the bastion's, each with the whole persist ahead of it.
+        assert len(status["sessions"]) == 3 and all(node["persist"] == 60 for node in status["sessions"]), status
+        bastion_before, target_before = _auth_count(lab.bastion), _auth_count(lab.target)
+        second = lab.run(ansible_playbook, "commands.yml", inventory, task_count=2)
+        assert second.returncode == 0, _failures(second) + "\n" + _broker_log(lab)[-3000:]
+        assert (_auth_count(lab.bastion), _auth_count(lab.target)) == (bastion_before, target_before), "the second run did an SSH handshake"
+        assert _ok_tasks(second, "tunneled-pipelining") == ["Command"]
+
+        # A persisted target transport killed while the broker is idle (its sshd session process gone): the next run
+        # reconnects that hop alone, through the persisted bastion connection.
+        assert _wait_status(lab, _all_persisted, 30) is not None
+        from sandbox import _proc_stat, descendants
+
+        children = [pid for pid in descendants(lab.target.pid) if (_proc_stat(pid) or ("", 0, 0))[1] == lab.target.pid]
+        assert children, "no sshd session process on the target"
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        bastion_before, target_before = _auth_count(lab.bastion), _auth_count(lab.target)
+        third = lab.run(ansible_playbook, "commands.yml", inventory, task_count=2)
+        assert third.returncode == 0, _failures(third) + "\n" + _broker_log(lab)[-3000:]
+        assert _auth_count(lab.target) - target_before == 2
+        assert _auth_count(lab.bastion) == bastion_before
+    finally:
+        _stop_brokers(lab)
+
+
+def test_a_persisted_session_near_its_expiry_is_not_reused_and_the_broker_exits_after_it(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    persist, margin = 14, 5.0  # margin: max(5 s, 10 % of 14 s), at most half of it
+    inventory = lab.inventory(burrow_persist=persist)
+    flag = lab.workdir / f"go-{secrets.token_hex(3)}"
+    playbook = lab.workdir / "persist_second_run.yml"
+    # The second run waits on the controller until the test has seen the persisted sessions enter their margin,
+    # then connects: its first task through the plugin arrives while they still exist, near their expiry.
+    playbook.write_text(
+        "- hosts: tunneled\n  gather_facts: false\n  tasks:\n"
+        f"    - name: Wait for the go\n      ansible.builtin.wait_for:\n        path: {flag}\n        sleep: 0.2\n        timeout: 300\n"
+        "      delegate_to: localhost\n      run_once: true\n"
+        "    - name: Command\n      ansible.builtin.command: echo second\n      changed_when: false\n"
+    )
+    try:
+        first = lab.run(ansible_playbook, "commands.yml", inventory, task_count=1)
+        assert first.returncode == 0, _failures(first)
+        assert _wait_status(lab, _all_persisted, 30) is not None, _broker_status(lab)
+        bastion_before, target_before = _auth_count(lab.bastion), _auth_count(lab.target)
+        outcome: list[t.Any] = []
+        variables = {"local_tmp": str(lab.local_tmp)}
+        env = {"BURROW_STATE_DIR": str(lab.state_dir)}
+        runner = threading.Thread(target=lambda: outcome.append(ansible_playbook(playbook, inventory, extra_vars=variables, env=env, timeout=600)))
+        runner.start()
+        try:
+            in_margin = _wait_status(
+                lab, lambda status: _all_persisted(status) and max(node["expires_in"] for node in status["sessions"]) <= margin, persist + 30
+            )
+            assert in_margin is not None, "the persisted sessions never reached their margin"
+            assert all(node["persist_margin"] == margin for node in in_margin["sessions"]), in_margin
+            flag.write_text("go\n")
+        finally:
+            runner.join(timeout=600)
+        assert outcome and outcome[0].returncode == 0, _failures(outcome[0]) if outcome else "the second run did not finish"
+        log = _broker_log(lab)
+        assert "not reusing the session to" in log, f"the second run came after the sessions had expired (machine too slow?):\n{log[-3000:]}"
+        # New sessions for both hosts and the bastion, not the ones about to expire.
+        assert _auth_count(lab.target) - target_before == 2
+        assert _auth_count(lab.bastion) - bastion_before == 1
+        # The broker outlives the run for burrow_persist seconds, then closes the sessions and exits.
+        status = _wait_status(lab, _all_persisted, 30)
+        assert status is not None
+        pid = status["pid"]
+        assert _wait_broker_gone(lab, persist + 60), "the broker did not exit after burrow_persist"
+        deadline = time.monotonic() + 30
+        while pathlib.Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pathlib.Path(f"/proc/{pid}").exists(), "the broker process is still running"
+        assert f"kept {persist:g} s after the last ansible-playbook that used it" in _broker_log(lab)
+    finally:
+        _stop_brokers(lab)

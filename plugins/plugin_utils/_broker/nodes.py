@@ -16,6 +16,15 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import process_start_time
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import DEFAULT_IDLE_TIMEOUT
 
+# A persisted session is never handed out this close to its expiry (ansible/ansible#81777: with ControlPersist, a task
+# that starts as the master expires fails): max(5 s, 10 % of burrow_persist), at most half of it.
+PERSIST_MARGIN_MIN = 5.0
+PERSIST_MARGIN_SHARE = 0.1
+
+
+def persist_margin(persist: float) -> float:
+    return min(max(PERSIST_MARGIN_MIN, PERSIST_MARGIN_SHARE * persist), persist / 2)
+
 
 def owner_alive(owner: tuple[int, int]) -> bool:
     pid, started = owner
@@ -33,9 +42,14 @@ class Node:
         self.hop = hop
         self.transport = transport
         self.parent = parent
-        self.children: set[str] = set()
+        # Node objects, not keys: a retired node's replacement has the same key.
+        self.children: set[Node] = set()
         self.owners: set[tuple[int, int]] = set()
         self.idle_timeout = DEFAULT_IDLE_TIMEOUT
+        # burrow_persist: seconds the session outlives the last ansible-playbook that used it (0: it does not).
+        self.persist = 0.0
+        # monotonic time at which the broker saw every owner gone (None while one is alive or none is known).
+        self.orphaned_at: float | None = None
         self.last_used = time.monotonic()
         self.busy = 0
         self.uses = 0
@@ -58,14 +72,27 @@ class Node:
             current = current.parent
         return list(reversed(nodes))
 
-    def touch(self, owner: tuple[int, int] | None, idle_timeout: float | None) -> None:
+    def touch(self, owner: tuple[int, int] | None, idle_timeout: float | None, persist: float | None = None) -> None:
         now = time.monotonic()
         for node in self.chain():
             node.last_used = now
             if owner is not None:
                 node.owners.add(owner)
+                node.orphaned_at = None
             if idle_timeout is not None:
                 node.idle_timeout = idle_timeout
+            if persist is not None:
+                node.persist = persist
+
+    def expires_in(self, now: float) -> float | None:
+        """Seconds left of a persisted session whose owners have all exited; None while it has no such deadline."""
+        if self.orphaned_at is None or self.persist <= 0:
+            return None
+        return self.orphaned_at + self.persist - now
+
+    def near_expiry(self, now: float) -> bool:
+        left = self.expires_in(now)
+        return left is not None and left <= persist_margin(self.persist)
 
     def sftp_client(self) -> t.Any:
         with self.sftp_lock:

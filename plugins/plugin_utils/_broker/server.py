@@ -11,7 +11,8 @@ Ansible runs each task in a new worker process, so a connection plugin's own obj
 The broker is one detached process per controller user that holds the authenticated SSH transports:
 
 * keyed by hop chain prefix, so hosts behind the same bastion share the bastion's transport;
-* closed after an idle timeout, or as soon as every ansible-playbook process that used them has exited;
+* closed after an idle timeout, or as soon as every ansible-playbook process that used them has exited, or, with
+  burrow_persist, that many seconds later (never handed out within persist_margin() of that expiry: a new one is opened);
 * reached over a Unix socket (0600, in a 0700 directory, peer uid checked), which is the only way secrets
   travel: never argv, environment, files or logs.
 
@@ -47,7 +48,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain impor
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import paramiko
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.agent import request_agent_forwarding
-from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.nodes import Node, owner_alive
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.nodes import Node, owner_alive, persist_margin
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import BrokerPaths
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import (
     KIND_EXIT,
@@ -87,6 +88,8 @@ class Broker:
         self.stopping = threading.Event()
         self.server: socket.socket | None = None
         self.sessions: dict[str, Session] = {}
+        # Persisted nodes taken out of service near their expiry, closed once idle (their replacements have their keys).
+        self.retired: list[Node] = []
 
     # -- sessions ------------------------------------------------------------------------------------------
     def session(self, request: dict[str, t.Any]) -> Session:
@@ -134,10 +137,21 @@ class Broker:
                     LOG.info("session to %s is dead, reconnecting", node.label)
                     self.close_node(node)
                     node = None
+                if node is not None and node.near_expiry(time.monotonic()):
+                    # ansible/ansible#81777: a session about to expire is not handed out; a new one takes its place.
+                    LOG.info(
+                        "not reusing the session to %s: it expires in %.1f s (margin %g s); opening a new one",
+                        node.label,
+                        node.expires_in(time.monotonic()) or 0.0,
+                        persist_margin(node.persist),
+                    )
+                    self.retire(node)
+                    node = None
                 if node is None:
                     reused = False
                     node = self._connect(key, hop, parent, session.connect_timeout, warnings)
-                node.touch(owner, session.idle_timeout)
+                with self.lock:  # against reap() marking it orphaned meanwhile
+                    node.touch(owner, session.idle_timeout, session.persist)
             parent = node
         if parent is None:
             raise ControlError("no hops given to the session broker")
@@ -155,7 +169,7 @@ class Broker:
             self.nodes[key] = node
             self.handshakes += 1
             if parent is not None:
-                parent.children.add(key)
+                parent.children.add(node)
         LOG.info("connected to %s%s", hop.label(), f" through {parent.label}" if parent is not None else "")
         return node
 
@@ -164,10 +178,13 @@ class Broker:
             if node.closed:
                 return
             node.closed = True
-            self.nodes.pop(node.key, None)
-            children = [self.nodes[key] for key in node.children if key in self.nodes]
+            if self.nodes.get(node.key) is node:
+                del self.nodes[node.key]
+            if node in self.retired:
+                self.retired.remove(node)
+            children = list(node.children)
             if node.parent is not None:
-                node.parent.children.discard(node.key)
+                node.parent.children.discard(node)
         for child in children:
             self.close_node(child)
         if node.forwards is not None:
@@ -179,6 +196,22 @@ class Broker:
         with contextlib.suppress(Exception):
             node.transport.close()
         LOG.info("closed the session to %s", node.label)
+
+    def retire(self, node: Node) -> None:
+        """Take a node and the nodes behind it out of service; close them now when idle, else once they are (reap)."""
+        with self.lock:
+            subtree = [node]
+            for item in subtree:
+                subtree.extend(item.children)
+            for item in subtree:
+                if self.nodes.get(item.key) is item:
+                    del self.nodes[item.key]
+            self.retired.append(node)
+        if not self._in_use(subtree):
+            self.close_node(node)
+
+    def _in_use(self, nodes: list[Node]) -> bool:
+        return any(item.busy or item.forward_connections() for item in nodes if not item.closed)
 
     def chain_keys(self, session: Session) -> list[str]:
         """The node key of each hop: a prefix of the chain, so hosts behind the same bastion share its node."""
@@ -199,11 +232,16 @@ class Broker:
                     "busy": node.busy,
                     "idle_seconds": round(time.monotonic() - node.last_used, 3),
                     "idle_timeout": node.idle_timeout,
+                    "persist": node.persist,
+                    "expires_in": None if expires is None else round(expires, 3),
+                    "persist_margin": persist_margin(node.persist) if node.persist else None,
                     "forwards": node.forwards.status() if node.forwards is not None else [],
                 }
                 for node in self.nodes.values()
+                for expires in (node.expires_in(time.monotonic()),)
             ]
-        return {"ok": True, "pid": os.getpid(), "handshakes": self.handshakes, "requests": self.requests, "sessions": nodes}
+            retired = len(self.retired)
+        return {"ok": True, "pid": os.getpid(), "handshakes": self.handshakes, "requests": self.requests, "sessions": nodes, "retired": retired}
 
     def op_open(self, _conn: socket.socket, request: dict[str, t.Any]) -> dict[str, t.Any]:
         session = self.session(request)
@@ -451,6 +489,25 @@ class Broker:
 
         with self.lock:
             nodes = sorted(self.nodes.values(), key=lambda n: -len(n.chain()))
+            retired = list(self.retired)
+        for node in retired:
+            subtree = [node]
+            for item in subtree:
+                subtree.extend(item.children)
+            if not self._in_use(subtree):
+                LOG.info("closing the retired session to %s: idle", node.label)
+                self.close_node(node)
+        orphans: set[Node] = set()
+        for node in nodes:
+            # Before the checks below skip the node: a bastion's persist counts from its last run too, not from its children's end.
+            with self.lock:  # a run that picks the node up meanwhile (acquire) adds its owner under the same lock
+                if not node.owners or any(is_alive(owner) for owner in list(node.owners)):
+                    node.orphaned_at = None
+                    continue
+                orphans.add(node)
+                if node.persist > 0 and node.orphaned_at is None:
+                    node.orphaned_at = now
+                    LOG.info("keeping the session to %s for %g s after the last ansible-playbook that used it", node.label, node.persist)
         for node in nodes:
             if node.closed or node.busy or node.children:
                 continue
@@ -458,10 +515,14 @@ class Broker:
                 node.touch(None, None)
                 continue
             reason = ""
+            expires = node.expires_in(now)
             if not node.transport.is_active():
                 reason = "the connection closed"
-            elif node.owners and not any(is_alive(owner) for owner in node.owners):
+            elif node in orphans and node.persist <= 0:
                 reason = "every ansible process that used it has exited"
+            elif expires is not None:
+                # Persisted after its run: burrow_persist replaces the idle timeout.
+                reason = f"kept {node.persist:g} s after the last ansible-playbook that used it" if expires <= 0 else ""
             elif now - node.last_used > node.idle_timeout:
                 reason = f"idle for {node.idle_timeout:g} s"
             if reason:
@@ -469,7 +530,7 @@ class Broker:
                 self.close_node(node)
         with self.lock:
             self.owners = {owner for owner in self.owners if is_alive(owner)}
-            if not self.nodes and not self.active and (not self.owners or now - self.last_request > self.max_idle):
+            if not self.nodes and not self.retired and not self.active and (not self.owners or now - self.last_request > self.max_idle):
                 self.stopping.set()
 
     def serve(self) -> None:
@@ -485,16 +546,19 @@ class Broker:
         self.server = server
         identity = os.stat(self.paths.socket).st_ino
         LOG.info("session broker %d listening on %s", os.getpid(), self.paths.socket)
+        last_reap = time.monotonic()
         try:
             while not self.stopping.is_set():
                 try:
                     conn = server.accept()[0]
                 except socket.timeout:
-                    self.reap()
-                    continue
-                conn.settimeout(None)
-                threading.Thread(target=self.handle, args=(conn,), name="burrow-client", daemon=True).start()
-                if time.monotonic() - self.last_request > REAP_INTERVAL:
+                    conn = None
+                if conn is not None:
+                    conn.settimeout(None)
+                    threading.Thread(target=self.handle, args=(conn,), name="burrow-client", daemon=True).start()
+                # Every REAP_INTERVAL, also while requests keep coming (a persisted session must expire on time).
+                if conn is None or time.monotonic() - last_reap > REAP_INTERVAL:
+                    last_reap = time.monotonic()
                     self.reap()
         finally:
             with contextlib.suppress(OSError):
@@ -502,7 +566,7 @@ class Broker:
                     os.unlink(self.paths.socket)
             server.close()
             with self.lock:
-                nodes = [node for node in self.nodes.values() if node.parent is None]
+                nodes = [node for node in [*self.nodes.values(), *self.retired] if node.parent is None]
             for node in nodes:
                 self.close_node(node)
             LOG.info("session broker %d stopped", os.getpid())

@@ -16,6 +16,7 @@ worker would compile them again for every task. Errors are SpecErrors naming the
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
@@ -38,6 +39,8 @@ class Session:
     owner: tuple[int, int] | None
     # The target's commands get the controller's agent (burrow_forward_agent, else ForwardAgent of the target).
     forward_agent: bool = False
+    # burrow_persist: seconds the session outlives the last ansible-playbook that used it (0: it ends with the run).
+    persist: float = 0.0
 
     @property
     def effective_connect_timeout(self) -> float:
@@ -70,6 +73,18 @@ def _number(options: t.Mapping[str, t.Any], key: str, field: str, default: float
         raise SpecError(field, value, "must be a number of seconds") from None
     if number <= 0:
         raise SpecError(field, value, "must be greater than 0")
+    return number
+
+
+def _persist(value: t.Any) -> float:
+    if value is None or value == "":
+        return 0.0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpecError("burrow_persist", value, "must be a number of seconds (0: sessions end with the run)") from None
+    if not math.isfinite(number) or number < 0:
+        raise SpecError("burrow_persist", value, "must be 0 (sessions end with the run) or a positive number of seconds")
     return number
 
 
@@ -115,6 +130,7 @@ def build_session(options: t.Mapping[str, t.Any]) -> Session:
         idle_timeout=_number(options, "persist_idle_timeout", "burrow_persist_idle_timeout", DEFAULT_IDLE_TIMEOUT) or DEFAULT_IDLE_TIMEOUT,
         owner=(int(owner[0]), int(owner[1])) if owner else None,
         forward_agent=bool(forward_agent),
+        persist=_persist(options.get("persist")),
     )
 
 
