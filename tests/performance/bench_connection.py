@@ -8,12 +8,16 @@ installed ansible-core still has it; ProxyCommand through the bastion). The targ
 (10.203.7.2) reached through a bastion sshd on loopback, as in the integration test. Needs root.
 
     .venv/bin/python tests/performance/bench_connection.py [--tasks 50] [--rounds 3] [--pipelining both|on|off]
+        [--consecutive-rounds 5] [--consecutive-tasks 5]   (--rounds 0 --exec-runs 0: only the consecutive runs)
 
 Besides the wall time of ansible-playbook, a callback (tests/performance/callback_plugins) records every task's
 duration, so the report also gives the first task (connection set-up) and the median of the others (steady state).
 ansible-core's run_command sometimes waits out a 1 s select() timeout on the target after a command has ended, for
 any connection plugin (seen with connection: local too); those tasks are counted and left out of the steady-state
 median, but they stay in the wall time, so the wall-time ratio is noisier than the per-task one.
+A "two consecutive runs" part (issue 18) runs a short playbook twice in a row per plugin, cold before the first:
+burrow.ssh.tunneled with burrow_persist: 60 against ssh with ControlPersist=60s (ansible's default ssh_args), and
+reports both runs' wall times and the handshakes the second run did (sshd's "Accepted publickey" lines).
 A second part times exec_command itself (no Ansible task around it): `true`, and 100 kB on stdin as a pipelined
 module would send it, through the same bastion.
 """
@@ -103,6 +107,20 @@ def exec_latency(plugins: dict[str, tuple[str, dict[str, t.Any]]], runs: int, co
     return medians
 
 
+def stop_persisted(control_dir: pathlib.Path, state_dir: pathlib.Path) -> None:
+    """Stop ssh's ControlPersist masters and a persisting burrow broker, so the next pair starts cold."""
+    for sock in control_dir.iterdir():
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=30, check=False)
+    if any(state_dir.glob("broker-*.sock")):
+        from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient
+
+        with contextlib.suppress(Exception):
+            BrokerClient(str(state_dir)).call({"op": "shutdown"}, timeout=10)
+    deadline = time.monotonic() + 10
+    while any(state_dir.glob("broker-*.sock")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def has_paramiko_ssh() -> bool:
     result = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-doc"), "-t", "connection", "-l"], capture_output=True, text=True, timeout=120, check=False)
     return "paramiko_ssh" in result.stdout
@@ -114,6 +132,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pipelining", choices=("both", "on", "off"), default="both")
     parser.add_argument("--exec-runs", type=int, default=30, help="exec_command runs per plugin and command (0: skip)")
+    parser.add_argument("--consecutive-rounds", type=int, default=5, help="rounds of two consecutive runs per plugin (0: skip)")
+    parser.add_argument("--consecutive-tasks", type=int, default=5, help="tasks per playbook of the consecutive runs")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespace)", file=sys.stderr)
@@ -124,6 +144,7 @@ def main() -> int:
     results: dict[str, list[float]] = {}
     exec_results: dict[str, dict[str, float]] = {}
     task_times: dict[str, list[list[dict[str, t.Any]]]] = {}
+    pairs: dict[str, list[tuple[float, float, int]]] = {}
     try:
         with contextlib.ExitStack() as stack:
             import pytest
@@ -214,6 +235,32 @@ def main() -> int:
                         deadline = time.monotonic() + 10
                         while any(state_dir.glob("broker-*.sock")) and time.monotonic() < deadline:
                             time.sleep(0.05)
+            if args.consecutive_rounds > 0:
+                short = work / "short.yml"
+                write_playbook(short, args.consecutive_tasks)
+                persisted = {
+                    "burrow.ssh.tunneled, burrow_persist 60": {**plugins["burrow.ssh.tunneled"], "burrow_persist": 60},
+                    "ssh (ProxyJump + ControlPersist=60s)": plugins["ssh (ProxyJump + ControlPersist)"],
+                }
+                for round_index in range(args.consecutive_rounds):
+                    for name, variables in persisted.items():
+                        inventory = work / "inventory.json"
+                        inventory.write_text(json.dumps({"bench": {"hosts": {"bench-host": {}}, "vars": {**common, **variables, "ansible_pipelining": True}}}))
+                        times: list[float] = []
+                        for _run in range(2):
+                            accepted = target.log_path.read_text(errors="replace").count("Accepted publickey")
+                            started = time.monotonic()
+                            run = subprocess.run(
+                                [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(short)], capture_output=True, text=True, env=env, timeout=900, check=False
+                            )
+                            times.append(time.monotonic() - started)
+                            if run.returncode != 0:
+                                print(f"{name}: FAILED (rc {run.returncode})\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}", file=sys.stderr)
+                                return 1
+                        handshakes = target.log_path.read_text(errors="replace").count("Accepted publickey") - accepted
+                        pairs.setdefault(name, []).append((times[0], times[1], handshakes))
+                        print(f"round {round_index + 1}: {name}: {times[0]:.2f} s then {times[1]:.2f} s, handshakes in the second run {handshakes}", flush=True)
+                        stop_persisted(control_dir, state_dir)
             if args.exec_runs > 0:
                 os.environ.update({key: env[key] for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR", "BURROW_STATE_DIR")})
                 exec_plugins = {
@@ -226,7 +273,8 @@ def main() -> int:
                     subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=30, check=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.tasks} ansible.builtin.command tasks, 1 host behind a bastion, {args.rounds} round(s), median wall time of ansible-playbook:")
+    if results:
+        print(f"\n{args.tasks} ansible.builtin.command tasks, 1 host behind a bastion, {args.rounds} round(s), median wall time of ansible-playbook:")
     for pipelining in ("on", "off"):
         rows = {label: statistics.median(times) for label, times in results.items() if label.endswith(f"pipelining {pipelining}")}
         if not rows:
@@ -243,6 +291,19 @@ def main() -> int:
                 f" (mean {tasks['steady_mean_ms']:6.1f}) ratio {tasks['steady_ms'] / ours_steady:5.2f},"
                 f" {tasks['stalls']:.0f} of {tasks['tasks']:.0f} tasks hit the 1 s run_command stall"
             )
+    if pairs:
+        print(f"\ntwo consecutive runs of {args.consecutive_tasks} tasks (pipelining on), cold before the first, {args.consecutive_rounds} round(s), median:")
+        ours_pair = next(rows for label, rows in pairs.items() if label.startswith("burrow"))
+        for label, rows in pairs.items():
+            second = [row[1] for row in rows]
+            both = [row[0] + row[1] for row in rows]
+            print(
+                f"  {label:40s} first {statistics.median(row[0] for row in rows):5.2f} s, second {statistics.median(second):5.2f} s"
+                f" (min {min(second):.2f}, max {max(second):.2f}; ratio {statistics.median(second) / statistics.median(r[1] for r in ours_pair):4.2f}),"
+                f" both {statistics.median(both):5.2f} s (ratio {statistics.median(both) / statistics.median(r[0] + r[1] for r in ours_pair):4.2f}),"
+                f" handshakes in the second run {sorted({row[2] for row in rows})}"
+            )
+            print(f"  {'':40s} runs (first, second): {', '.join(f'{a:.2f}/{b:.2f}' for a, b, _h in rows)}")
     if exec_results:
         print(f"\nexec_command through the bastion, median of {args.exec_runs} runs (a new connection object per run, session already up):")
         ours_exec = exec_results.get("burrow.ssh.tunneled", {})

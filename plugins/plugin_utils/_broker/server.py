@@ -51,18 +51,13 @@ from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.agent import re
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.nodes import Node, owner_alive, persist_margin
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import BrokerPaths
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import (
-    KIND_EXIT,
     KIND_JSON,
-    KIND_STDERR,
-    KIND_STDIN,
-    KIND_STDIN_EOF,
-    KIND_STDOUT,
     READ_SIZE,
     recv_frame,
-    send_frame,
     send_json,
 )
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import DEFAULT_IDLE_TIMEOUT, Session, build_session, parse_connection_forwards
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.stream import pump
 
 REAP_INTERVAL = 0.5
 MAX_CACHED_SESSIONS = 4096
@@ -362,66 +357,11 @@ class Broker:
                 channel.get_pty(term="vt100", width=0, height=0)
             channel.exec_command(request["command"])
             send_json(conn, {"ok": True, "reused": reused, "warnings": warnings})
-            self._pump(conn, channel)
+            pump(conn, channel)
         finally:
             if channel is not None:
                 channel.close()
             self._busy(node, -1)
-
-    def _pump(self, conn: socket.socket, channel: t.Any) -> None:
-        write_lock = threading.Lock()
-
-        def emit(kind: bytes, data: bytes) -> None:
-            with write_lock:
-                send_frame(conn, kind, data)
-
-        def stdin() -> None:
-            broken = False
-            try:
-                while True:
-                    frame = recv_frame(conn)
-                    if frame is None:
-                        break
-                    kind, data = frame
-                    if broken:
-                        continue  # the command stopped reading: drain, so the client never blocks on a full socket
-                    try:
-                        if kind == KIND_STDIN:
-                            channel.sendall(data)
-                        elif kind == KIND_STDIN_EOF:
-                            channel.shutdown_write()
-                    except (OSError, paramiko.SSHException):
-                        broken = True
-                if channel.exit_status_ready():
-                    return
-            except (OSError, EOFError, ValueError):
-                pass
-            # The client went away before the command ended: stop the command.
-            channel.close()
-
-        def stderr() -> None:
-            with contextlib.suppress(OSError, paramiko.SSHException):
-                while True:
-                    data = channel.recv_stderr(READ_SIZE)
-                    if not data:
-                        break
-                    emit(KIND_STDERR, data)
-
-        threading.Thread(target=stdin, name="burrow-stdin", daemon=True).start()
-        err_thread = threading.Thread(target=stderr, name="burrow-stderr", daemon=True)
-        err_thread.start()
-        try:
-            while True:
-                data = channel.recv(READ_SIZE)
-                if not data:
-                    break
-                emit(KIND_STDOUT, data)
-        except (OSError, paramiko.SSHException):
-            channel.close()
-        err_thread.join()
-        rc = channel.recv_exit_status()
-        with contextlib.suppress(OSError):
-            emit(KIND_EXIT, json.dumps({"rc": rc}).encode())
 
     OPS: t.ClassVar[dict[str, str]] = {
         "status": "op_status",
