@@ -498,7 +498,7 @@ def test_a_persisted_session_near_its_expiry_is_not_reused_and_the_broker_exits_
     # then connects: its first task through the plugin arrives while they still exist, near their expiry.
     playbook.write_text(
         "- hosts: tunneled\n  gather_facts: false\n  tasks:\n"
-        f"    - name: Wait for the go\n      ansible.builtin.wait_for:\n        path: {flag}\n        sleep: 0.2\n        timeout: 300\n"
+        f"    - name: Wait for the go\n      ansible.builtin.wait_for:\n        path: {flag}\n        sleep: 1\n        timeout: 300\n"
         "      delegate_to: localhost\n      run_once: true\n"
         "    - name: Command\n      ansible.builtin.command: echo second\n      changed_when: false\n"
     )
