@@ -19,7 +19,8 @@ import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ConnectionLost, ForwardRefused, NotSupported, RemotePortHeld, TunnelError
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime, ForwardSet
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_set import ForwardSet
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.relay import configure_threads, start_thread
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import (
     DEFAULT_KEEPALIVE_COUNT_MAX,

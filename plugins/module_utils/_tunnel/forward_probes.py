@@ -23,7 +23,8 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import T
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Endpoint
 
 if t.TYPE_CHECKING:  # a declared cycle: forwards.py imports probe_forwards, this file needs its classes for types only
-    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime, ForwardSet
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_set import ForwardSet
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardRuntime
 
 
 def probe_forwards(forwards: ForwardSet, timeout: float | None = None) -> list[dict[str, t.Any]]:

@@ -43,7 +43,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     TransferFailed,
     TunnelError,
 )
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forwards import ForwardSet
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_set import ForwardSet
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder, compression_warning
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import paramiko
