@@ -156,7 +156,8 @@ def test_execution_environment_definition(installed: pathlib.Path, tmp_path: pat
     # introspect reads meta/execution-environment.yml of every installed collection, as a build would.
     introspect = subprocess.run([str(builder), "introspect", "--sanitize", str(installed)], capture_output=True, text=True, timeout=120, check=False)
     assert introspect.returncode == 0, introspect.stdout + introspect.stderr
-    assert "paramiko" in introspect.stdout and "jsonschema" in introspect.stdout
+    # The only Python dependency where tunnels run: the declaration grammar is the standard library (jsonschema is for tests).
+    assert "paramiko" in introspect.stdout and "jsonschema" not in introspect.stdout
     assert "openssh-client [platform:dpkg]" in introspect.stdout
 
     tarball = next(installed.parent.glob("burrow-ssh-*.tar.gz"))
