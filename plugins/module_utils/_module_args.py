@@ -44,6 +44,7 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "connect_timeout": {"type": "int"},
     "reconnect": {"type": "bool", "default": True},
     "audit": {"type": "str", "choices": ["file", "syslog", "none"], "default": "file"},
+    "max_connections": {"type": "int"},
     "lifetime": {"type": "str", "choices": ["persistent", "play"], "default": "persistent"},
     "ttl": {"type": "int"},
     "idle_timeout": {"type": "int"},

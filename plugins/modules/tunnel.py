@@ -205,6 +205,14 @@ options:
     description: Rebuild a lost connection with exponential backoff (1 s doubling to 30 s). Authentication and host key errors are never retried.
     type: bool
     default: true
+  max_connections:
+    description:
+      - How many connections each listener of the tunnel (local, remote and SOCKS) serves at once. A connection beyond it is
+        closed at once, logged and counted in C(connections_refused) (M(burrow.ssh.tunnel_info)), so one local user's
+        stalled connections cannot take a listener from everyone else.
+      - Unset, 1000 (above the 1000 concurrent connections the load tests carry through one forward, below what the default
+        limit of 1024 open files lets a process accept).
+    type: int
   audit:
     description:
       - Who used the tunnel. One JSON line per accepted forwarded connection - time (UTC), forward, client address, the

@@ -62,7 +62,7 @@ class TunnelEngine:
         configure_threads()
         self.tunnel = tunnel
         self.builder = builder if builder is not None else ChainBuilder(connect_timeout=tunnel.connect_timeout)
-        self.forward_set = ForwardSet(tunnel.hops[-1].label(), tunnel.effective_connect_timeout, tunnel.allow_non_loopback_bind)
+        self.forward_set = ForwardSet(tunnel.hops[-1].label(), tunnel.effective_connect_timeout, tunnel.allow_non_loopback_bind, tunnel.max_connections)
         self.state = "starting"
         self.reconnects = 0
         self.last_error: TunnelError | None = None

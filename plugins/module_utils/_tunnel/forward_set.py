@@ -38,6 +38,10 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport i
     paramiko,
 )
 
+# Above the 1000 concurrent connections the load test and the benchmark carry through one forward, and below what the
+# default RLIMIT_NOFILE (1024 soft) lets a tunnel process accept before accept() itself fails with EMFILE.
+DEFAULT_MAX_CONNECTIONS = 1000
+
 
 class ForwardSet:
     """Forwards on one hop chain: listeners, remote listeners, SOCKS and their relays, all or nothing.
@@ -47,8 +51,10 @@ class ForwardSet:
     owner of the chain; a detached set keeps its local listeners and refuses new channels until it is attached again.
     """
 
-    def __init__(self, target_label: str, connect_timeout: float, allow_non_loopback_bind: bool = False) -> None:
+    def __init__(self, target_label: str, connect_timeout: float, allow_non_loopback_bind: bool = False, max_connections: int | None = None) -> None:
         self.target_label = target_label
+        # Per listener: a local user who opens and stalls connections cannot take the listener from everyone else.
+        self.max_connections = max_connections if max_connections is not None else DEFAULT_MAX_CONNECTIONS
         self.connect_timeout = float(connect_timeout)
         # The bind policy for what the server really binds (remote_bind.py): an exposure of a loopback request fails unless allowed.
         self.allow_non_loopback_bind = allow_non_loopback_bind

@@ -131,8 +131,19 @@ class ForwardRuntime:
             pass
         return "127.0.0.1", 0
 
+    def _admitted(self, end: t.Any) -> bool:
+        """Below max_connections: counted as opened. At the cap: closed at once and counted as refused (with one log line
+        per refusal, so a local user filling the listener is seen), and the listener keeps serving others."""
+        if self.counters.opened(self.owner.max_connections):
+            return True
+        LOG.warning("%s: refused a connection: %d connections are active (max_connections)", self.key, self.owner.max_connections)
+        with contextlib.suppress(Exception):
+            end.close()
+        return False
+
     def _handle_local(self, client: socket.socket) -> None:
-        self.counters.opened()
+        if not self._admitted(client):
+            return
         destination = self.forward.destination
         if destination is None:  # pragma: no cover - guarded by the spec
             client.close()
@@ -183,7 +194,8 @@ class ForwardRuntime:
         LOG.warning("%s: SOCKS authentication failed from %s:%s: %s (%d in a row; attempts on this listener are slowed)", self.key, *origin, error, failures)
 
     def _handle_dynamic(self, client: socket.socket) -> None:
-        self.counters.opened()
+        if not self._admitted(client):
+            return
         try:
             wait = self._auth_turn() if self.forward.socks_username is not None else 0.0
             if wait is None:
@@ -268,7 +280,8 @@ class ForwardRuntime:
         )
 
     def handle_remote_channel(self, channel: t.Any) -> None:
-        self.counters.opened()
+        if not self._admitted(channel):
+            return
         destination = self.forward.destination
         leftover = b""
         try:

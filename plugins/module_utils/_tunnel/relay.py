@@ -42,6 +42,7 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.connections_total = 0
+        self.connections_refused = 0  # beyond max_connections
         self.connections_active = 0
         self.failures = 0
         self.bytes_out = 0  # from the listening side's client towards the destination
@@ -51,11 +52,16 @@ class Counters:
         self.last_activity = time.monotonic()
         self.live: set[Connection] = set()  # relays in progress, so a stop can cut them
 
-    def opened(self) -> None:
+    def opened(self, limit: int | None = None) -> bool:
+        """Count a new connection; False (counted as refused, not opened) when ``limit`` connections are already active."""
         with self._lock:
+            self.last_activity = time.monotonic()
+            if limit is not None and self.connections_active >= limit:
+                self.connections_refused += 1
+                return False
             self.connections_total += 1
             self.connections_active += 1
-            self.last_activity = time.monotonic()
+            return True
 
     def closed(self, sent: int, received: int) -> None:
         with self._lock:
@@ -75,6 +81,7 @@ class Counters:
         return {
             "connections_total": self.connections_total,
             "connections_active": self.connections_active,
+            "connections_refused": self.connections_refused,
             "failures": self.failures,
             "bytes_out": self.bytes_out,
             "bytes_in": self.bytes_in,

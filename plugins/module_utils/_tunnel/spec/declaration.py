@@ -156,6 +156,7 @@ DECLARATION_KEYS = frozenset(HOP_KEYS) | {
     "idle_timeout",
     "reconnect",
     "audit",
+    "max_connections",
     "allow_non_loopback_bind",
 }
 AUDIT_SINKS = ("file", "syslog", "none")
@@ -235,6 +236,8 @@ def parse_declaration(params: t.Mapping[str, t.Any], ignore: t.Iterable[str] = (
         settings["lifetime"] = validate_choice(given("lifetime"), "lifetime", LIFETIMES)
     if given("reconnect") is not None:
         settings["reconnect"] = validate_bool(given("reconnect"), "reconnect")
+    if given("max_connections") is not None:
+        settings["max_connections"] = validate_range(given("max_connections"), "max_connections", 1, 100000)
     if given("audit") is not None:
         settings["audit"] = validate_choice(given("audit"), "audit", AUDIT_SINKS)
     if given("allow_non_loopback_bind") is not None:

@@ -235,6 +235,7 @@ class Tunnel:
     # The bind policy for what the server really binds (a loopback request that sshd's GatewayPorts yes widens fails
     # unless allowed). Not part of identity() or digest(): changing it replaces no running tunnel, it is sent with `apply`.
     allow_non_loopback_bind: bool = False
+    max_connections: int | None = None  # per listener; None: DEFAULT_MAX_CONNECTIONS (forward_set.py)
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -256,6 +257,7 @@ class Tunnel:
             "reconnect": self.reconnect,
             # Added keys appear only when not the default: a declaration without them keeps its digest.
             **({"audit": self.audit} if self.audit != "file" else {}),
+            **({"max_connections": self.max_connections} if self.max_connections is not None else {}),
         }
 
     def identity(self) -> dict[str, t.Any]:
