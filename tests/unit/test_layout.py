@@ -103,3 +103,10 @@ def code_lines(path: pathlib.Path) -> int:
 @pytest.mark.parametrize("path", sorted((REPO / "plugins").rglob("*.py")), ids=lambda path: str(path.relative_to(REPO)))
 def test_no_oversized_file(path: pathlib.Path) -> None:
     assert code_lines(path) <= MAX_CODE_LINES, f"{path.relative_to(REPO)} has {code_lines(path)} lines of code: split it along its ideas"
+
+
+def test_test_files_have_unique_names() -> None:
+    """pytest imports test files by basename (no __init__.py): two files of one name stop the whole collection."""
+    names = [path.name for path in sorted((REPO / "tests").rglob("test_*.py")) if "output" not in path.parts]
+    assert len(names) > 20, "no test files found: the walk is broken"
+    assert sorted({name for name in names if names.count(name) > 1}) == []
