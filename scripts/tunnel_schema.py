@@ -166,7 +166,7 @@ TUNNEL_SCHEMA: dict[str, t.Any] = {
         "keepalive_count_max": _integer(1, 100, "Unanswered keepalives before the connection is declared dead."),
         "connect_timeout": _integer(1, 600, "Seconds allowed for each hop's connection."),
         "reconnect": {"description": "Reconnect with backoff when the connection drops.", "type": "boolean"},
-        "max_connections": _integer(1, 100000, "Connections each listener serves at once; more are refused and counted (default 1000)."),
+        "max_connections": _integer(1, 100000, "Connections each listener serves at once; more are refused and counted (default 4096)."),
         "audit": {
             "description": "Who used the tunnel, one JSON line per connection: file (0600, in state_dir), syslog (authpriv) or none.",
             "enum": ["file", "syslog", "none"],

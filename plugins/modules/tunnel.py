@@ -210,8 +210,8 @@ options:
       - How many connections each listener of the tunnel (local, remote and SOCKS) serves at once. A connection beyond it is
         closed at once, logged and counted in C(connections_refused) (M(burrow.ssh.tunnel_info)), so one local user's
         stalled connections cannot take a listener from everyone else.
-      - Unset, 1000 (above the 1000 concurrent connections the load tests carry through one forward, below what the default
-        limit of 1024 open files lets a process accept).
+      - Unset, 4096 (four times the 1000 concurrent connections the load tests carry through one forward, below the
+        open-file limit the tunnel process raises itself to).
     type: int
   audit:
     description:

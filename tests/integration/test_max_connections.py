@@ -64,7 +64,7 @@ def test_connections_beyond_max_connections_are_refused_and_counted(sshd: t.Any,
 
 
 def test_the_default_and_the_range() -> None:
-    assert DEFAULT_MAX_CONNECTIONS == 1000
+    assert DEFAULT_MAX_CONNECTIONS == 4096
     for bad in (0, 100001, "many"):
         with pytest.raises(SpecError, match="max_connections"):
             tunnel_for(_FakeSshd(), max_connections=bad)

@@ -43,6 +43,10 @@ ENDINGS = ("closed", "reset", "refused", "cut")
 _CLIENT_USER = re.compile(r"for user '.*'$|for user \".*\"$")
 
 _current = threading.local()
+# Measured: scanning the client user's processes for every one of 1000 concurrent connections starved the transport
+# thread (keepalives went unanswered and the tunnel reconnected). Past this many connections being accepted or relayed
+# at once, a new connection's audit line names the uid (from the socket table, cheap) but not the pid.
+PID_LOOKUP_MAX_OPEN = 32
 
 
 def _iso(timestamp: float) -> str:
@@ -80,9 +84,11 @@ def tcp_owner(client: tuple[str, int], server: tuple[str, int]) -> tuple[int, st
     for table in ("/proc/net/tcp", "/proc/net/tcp6") if ":" not in client[0] or client[0].startswith("::ffff:") else ("/proc/net/tcp6",):
         with contextlib.suppress(OSError), open(table, encoding="ascii") as handle:
             next(handle, None)
+            wanted_port = f":{client[1]:04X}"
             for line in handle:
                 fields = line.split()
-                if len(fields) < 10:
+                # Compare the port text first: parsing every row made 1000 concurrent accepts quadratic (the load test).
+                if len(fields) < 10 or not fields[1].endswith(wanted_port):
                     continue
                 with contextlib.suppress(ValueError):
                     local, remote = _proc_address(fields[1]), _proc_address(fields[2])
@@ -117,7 +123,7 @@ def _process_name(pid: int | None) -> str | None:
         return None
 
 
-def peer_identity(client: t.Any) -> dict[str, t.Any]:
+def peer_identity(client: t.Any, want_pid: bool = True) -> dict[str, t.Any]:
     """What the kernel says about a local client: client address, uid, user, pid, process (None when it does not tell)."""
     found: dict[str, t.Any] = {"client": None, "uid": None, "pid": None}
     try:
@@ -138,7 +144,7 @@ def peer_identity(client: t.Any) -> dict[str, t.Any]:
             owner = tcp_owner((host, port), (str(server[0]), int(server[1])))
             if owner is not None:
                 found["uid"] = owner[0]
-                found["pid"] = inode_holder(owner[1], owner[0])
+                found["pid"] = inode_holder(owner[1], owner[0]) if want_pid else None
     return found
 
 
@@ -176,6 +182,7 @@ class AuditTrail:
         self._logger.addHandler(handler)
         self._lock = threading.Lock()
         self._by_uid: dict[int | None, dict[str, t.Any]] = {}
+        self._open = 0  # local connections being followed now (PID_LOOKUP_MAX_OPEN)
 
     def wrap(self, key: str, destination: t.Any, handler: t.Callable[[t.Any], None], origin: t.Any = None) -> t.Callable[[t.Any], None]:
         """``handler`` for one accepted client, followed from accept to end. ``origin``: a remote forward's client address."""
@@ -187,12 +194,19 @@ class AuditTrail:
             if origin is not None:
                 entry.update({"client": f"{origin[0]}:{origin[1]}", "uid": None, "pid": None})
             else:
-                entry.update(peer_identity(client))
+                with self._lock:
+                    self._open += 1
+                    busy = self._open > PID_LOOKUP_MAX_OPEN
+                # The uid always; the pid (a scan of that user's processes) only while the tunnel is not in a burst.
+                entry.update(peer_identity(client, want_pid=not busy))
             entry.update({"destination": str(destination) if destination is not None else None, "bytes_out": 0, "bytes_in": 0, "ended": "closed"})
             _current.entry = entry
             try:
                 handler(client)
             finally:
+                if origin is None:
+                    with self._lock:
+                        self._open -= 1
                 _current.entry = None
                 entry["duration"] = round(time.monotonic() - begun, 3)
                 self.record(entry)

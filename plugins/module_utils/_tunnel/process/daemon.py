@@ -19,6 +19,7 @@ import json
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import socket
 import stat
@@ -226,6 +227,19 @@ def _lifetime_reason(tunnel: Tunnel, status: dict[str, t.Any], owner: dict[str, 
     return ""
 
 
+# Each forwarded connection holds one descriptor (its client socket); this keeps max_connections (default 4096, see
+# forward_set.py) the limit a listener meets, not EMFILE in accept() at a soft limit of 1024.
+OPEN_FILES_WANTED = 8192
+
+
+def _raise_open_file_limit() -> None:
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def state_write_failed(path: str, exc: OSError) -> StateWriteFailed:
     return StateWriteFailed(
         f"cannot write {path}: {exc.strerror or exc}",
@@ -237,6 +251,7 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
     set_process_title(f"burrow-tunnel {tunnel.name}")
     disable_core_dumps()  # the process holds keys, passphrases and SOCKS passwords in memory
+    _raise_open_file_limit()
     _setup_logging(paths.log)
     log = logging.getLogger("burrow.daemon")
     stop_requested = threading.Event()

@@ -68,7 +68,7 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
         if daemon_pid:
             signal_quietly(int(daemon_pid), signal.SIGKILL)
         log_tail = _tail(paths.log)
-        remove_quietly(paths.state, paths.socket, paths.log, paths.rotated_log)
+        remove_quietly(*paths.files())
         elapsed = time.monotonic() - started
         if ended:
             raise ControlError(
@@ -81,7 +81,7 @@ def spawn(tunnel: Tunnel, state_dir: str, owner: dict[str, t.Any] | None = None,
         )
     if not report.get("ok"):
         # The error travels in the task result; nothing of the failed start is left on disk.
-        remove_quietly(paths.state, paths.socket, paths.log, paths.rotated_log)
+        remove_quietly(*paths.files())
         raise TunnelError.from_dict(report.get("error") or {})
     report["status"].update(pid=report.get("pid"), log=paths.log)
     return report["status"]
