@@ -43,9 +43,9 @@ ENDINGS = ("closed", "reset", "refused", "cut")
 _CLIENT_USER = re.compile(r"for user '.*'$|for user \".*\"$")
 
 _current = threading.local()
-# Measured: scanning the client user's processes for every one of 1000 concurrent connections starved the transport
-# thread (keepalives went unanswered and the tunnel reconnected). Past this many connections being accepted or relayed
-# at once, a new connection's audit line names the uid (from the socket table, cheap) but not the pid.
+# Measured: reading the socket table and scanning the client user's processes for each of 1000 concurrent connections
+# starved the transport thread on a busy machine (keepalives went unanswered and the tunnel reconnected). Past this many
+# connections being accepted or relayed at once, a new connection's audit line has its client address but no uid or pid.
 PID_LOOKUP_MAX_OPEN = 32
 
 
@@ -123,7 +123,7 @@ def _process_name(pid: int | None) -> str | None:
         return None
 
 
-def peer_identity(client: t.Any, want_pid: bool = True) -> dict[str, t.Any]:
+def peer_identity(client: t.Any, want_pid: bool = True, want_uid: bool = True) -> dict[str, t.Any]:
     """What the kernel says about a local client: client address, uid, user, pid, process (None when it does not tell)."""
     found: dict[str, t.Any] = {"client": None, "uid": None, "pid": None}
     try:
@@ -139,7 +139,7 @@ def peer_identity(client: t.Any, want_pid: bool = True) -> dict[str, t.Any]:
     elif family in (socket.AF_INET, socket.AF_INET6):
         host, port = str(peer[0]), int(peer[1])
         found["client"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if _unmapped(host).startswith("127.") or host == "::1":
+        if want_uid and (_unmapped(host).startswith("127.") or host == "::1"):
             server = client.getsockname()
             owner = tcp_owner((host, port), (str(server[0]), int(server[1])))
             if owner is not None:
@@ -197,8 +197,9 @@ class AuditTrail:
                 with self._lock:
                     self._open += 1
                     busy = self._open > PID_LOOKUP_MAX_OPEN
-                # The uid always; the pid (a scan of that user's processes) only while the tunnel is not in a burst.
-                entry.update(peer_identity(client, want_pid=not busy))
+                # Who the client is costs a read of the socket table and a scan of that user's processes: only while the
+                # tunnel is not in a burst (the client address is always recorded).
+                entry.update(peer_identity(client, want_pid=not busy, want_uid=not busy))
             entry.update({"destination": str(destination) if destination is not None else None, "bytes_out": 0, "bytes_in": 0, "ended": "closed"})
             _current.entry = entry
             try:
