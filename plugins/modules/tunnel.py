@@ -192,6 +192,8 @@ options:
     description:
       - Seconds allowed for each hop's TCP connect, SSH handshake and authentication.
       - When unset, each hop's C(ConnectTimeout) from the ssh_config, else V(10).
+      - It does not bound a forwarded connection's wait for the server to open its channel; like C(ssh), the connection
+        waits while the SSH connection is alive (keepalives watch it), up to 130 seconds.
     type: int
   compression:
     description:

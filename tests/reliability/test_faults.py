@@ -84,9 +84,7 @@ def test_frozen_sshd_is_reported_and_teardown_meets_its_deadline(lab: Lab, state
     sshd = lab.bastion_sshd
     before = set(sshd.child_pids())
     handle = spawn_tunnel(_local(lab, "frozen"), state_dir)[1]
-    assert wait_until(lambda: bool(set(sshd.child_pids()) - before), 5)
-    time.sleep(1)  # the session's processes: the privileged monitor and the child that carries the traffic
-    frozen = sorted(set(sshd.child_pids()) - before)
+    frozen = _session_processes(sshd, before)
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -95,6 +93,49 @@ def test_frozen_sshd_is_reported_and_teardown_meets_its_deadline(lab: Lab, state
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+def _session_processes(sshd: t.Any, before: set[int]) -> list[int]:
+    """The new session's processes once authenticated (sshd titles a pre-auth child ``[net]`` or ``[accepted]``)."""
+
+    def settled() -> list[int]:
+        new = sorted(set(sshd.child_pids()) - before)
+        titles = []
+        for pid in new:
+            with contextlib.suppress(OSError):
+                titles.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        return new if new and not any(b"[" in title for title in titles) else []
+
+    assert wait_until(lambda: bool(settled()), 10), sorted(set(sshd.child_pids()) - before)
+    return settled()
+
+
+def test_channel_open_answered_after_connect_timeout_still_forwards(lab: Lab, state_dir: str) -> None:
+    """ssh waits for the server's answer to a channel open, and so does a forward: connect_timeout bounds the connect to
+    the server, not a busy server's answer (a burst of 1000 opens outlasted it and reset the last clients)."""
+    sshd = lab.bastion_sshd
+    before = set(sshd.child_pids())
+    connect_timeout = 2
+    # Keepalives far apart, so that only the open is late, not the liveness check.
+    status, handle = spawn_tunnel(_local(lab, "late-open", connect_timeout=connect_timeout, keepalive_interval=60), state_dir)
+    port = status["forwards"][0]["bound_port"]
+    frozen = _session_processes(sshd, before)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        client.sendall(b"answered late")
+        client.shutdown(socket.SHUT_WR)
+        # The stimulus, not a wait for a condition: the server stays silent for longer than connect_timeout.
+        time.sleep(connect_timeout + 2)
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    with client:
+        assert read_reply(client) == b"answered late"
+    forward = handle.inspect()["forwards"][0]
+    assert forward["failures"] == 0, forward
 
 
 def test_restarted_sshd_is_back_within_backoff_and_counted(lab: Lab, state_dir: str) -> None:

@@ -6,10 +6,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
+import resource
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -53,16 +58,44 @@ async def _concurrent(port: int) -> list[str]:
     return list(await asyncio.gather(*(_one_client(port, index, opened, counter) for index in range(CONCURRENT)), return_exceptions=False))
 
 
+@contextlib.contextmanager
+def _processes_holding_descriptors(count: int) -> t.Iterator[int]:
+    """``count`` root processes each holding as many open files as the hard limit allows, as a full suite run leaves them.
+
+    The audit trail's pid lookup reads every descriptor of the client user's processes; with 76,000 of them it starved
+    the transport and the load test was reset (before one lookup at a time was allowed).
+    """
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    each = min(hard, 20000) - 64
+    script = (
+        "import os, resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({hard}, {hard}))\n"
+        f"fds = [os.open('/dev/null', os.O_RDONLY) for _ in range({each})]\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holders = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        yield each * count
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.communicate()
+
+
 def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.Any) -> None:
+    """1000 connections at once through one forward with the audit trail on (the default), every byte verified."""
     state_dir = str(tmp_path / "state")
     try:
-        # The forwarding path alone: with the audit trail on, this test was reset in full-suite runs (an open defect,
-        # see the closing note of 2026-12-01); test_audit.py covers the trail.
-        status, handle = spawn_tunnel(lab.params("load", local_forwards=[f"0:{lab.db}:{lab.db_echo_port}"], audit="none"), state_dir)
-        port = status["forwards"][0]["bound_port"]
-        started = time.monotonic()
-        results = asyncio.run(asyncio.wait_for(_concurrent(port), 240))
-        elapsed = time.monotonic() - started
+        with _processes_holding_descriptors(4) as descriptors:
+            status, handle = spawn_tunnel(lab.params("load", local_forwards=[f"0:{lab.db}:{lab.db_echo_port}"]), state_dir)
+            assert status["audit"]["sink"] == "file"
+            port = status["forwards"][0]["bound_port"]
+            started = time.monotonic()
+            results = asyncio.run(asyncio.wait_for(_concurrent(port), 240))
+            elapsed = time.monotonic() - started
         failures = [result for result in results if result != "ok"]
         assert failures == [], failures[:10]
         report = handle.inspect()
@@ -70,7 +103,13 @@ def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.A
         forward = handle.inspect()["forwards"][0]
         assert forward["failures"] == 0, forward
         assert report["reconnects"] == 0
-        record("load_concurrent", connections=CONCURRENT, verified=len(results) - len(failures), seconds=round(elapsed, 2), bytes_each_way=4096 * CONCURRENT)
+        lines = [json.loads(line) for line in Path(state_dir, "load.audit.jsonl").read_text().splitlines()]
+        assert len(lines) == CONCURRENT and {line["ended"] for line in lines} == {"closed"}
+        assert all(line["client"].startswith("127.0.0.1:") for line in lines)
+        assert any(line["uid"] == os.getuid() for line in lines), "no connection of the burst was attributed to its uid"
+        verified = len(results) - len(failures)
+        seconds = round(elapsed, 2)
+        record("load_concurrent", connections=CONCURRENT, verified=verified, seconds=seconds, bytes_each_way=4096 * CONCURRENT, fds_elsewhere=descriptors)
     finally:
         stop_all(state_dir)
 

@@ -44,9 +44,13 @@ _CLIENT_USER = re.compile(r"for user '.*'$|for user \".*\"$")
 
 _current = threading.local()
 # Measured: reading the socket table and scanning the client user's processes for each of 1000 concurrent connections
-# starved the transport thread on a busy machine (keepalives went unanswered and the tunnel reconnected). Past this many
-# connections being accepted or relayed at once, a new connection's audit line has its client address but no uid or pid.
+# starved the transport thread on a busy machine. Past this many connections being accepted or relayed at once, a new
+# connection's audit line has its client address but no uid or pid.
 PID_LOOKUP_MAX_OPEN = 32
+# The pid scan reads every descriptor of the client user's processes: with 38,000 open files among root's processes,
+# 32 scans at once held the GIL long enough that channel opens of the tunnel's transport timed out (tests/reliability/
+# test_load.py). One scan runs at a time; a connection accepted meanwhile is recorded with its uid but no pid.
+_pid_scan = threading.Lock()
 
 
 def _iso(timestamp: float) -> str:
@@ -144,7 +148,11 @@ def peer_identity(client: t.Any, want_pid: bool = True, want_uid: bool = True) -
             owner = tcp_owner((host, port), (str(server[0]), int(server[1])))
             if owner is not None:
                 found["uid"] = owner[0]
-                found["pid"] = inode_holder(owner[1], owner[0]) if want_pid else None
+                if want_pid and _pid_scan.acquire(blocking=False):
+                    try:
+                        found["pid"] = inode_holder(owner[1], owner[0])
+                    finally:
+                        _pid_scan.release()
     return found
 
 

@@ -71,7 +71,7 @@ def _probe_stream(forwards: ForwardSet, runtime: ForwardRuntime, target: Endpoin
     """-L: a channel to the destination; -R: the local destination itself; -D: SOCKS through our own listener."""
     kind = runtime.forward.kind
     if kind == "local":
-        return forwards.open_channel(target, ("127.0.0.1", 0))
+        return forwards.open_channel(target, ("127.0.0.1", 0), timeout=seconds)
     if kind == "remote" and runtime.forward.destination is not None:
         if target.is_unix():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

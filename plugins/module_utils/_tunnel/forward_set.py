@@ -42,6 +42,11 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport i
 # still closing count as active), and below the open-file limit the tunnel process raises itself to (process/daemon.py),
 # so the cap, not EMFILE in accept(), is what a local user who floods a listener meets.
 DEFAULT_MAX_CONNECTIONS = 4096
+# How long a forwarded connection waits for the server to answer its channel open. ssh waits without a bound; a burst
+# of 1000 opens queued behind each other on a busy machine outlasted connect_timeout (5 s) and reset the last clients.
+# Liveness is the keepalive's job, and a transport that dies ends the wait at once; this bound only covers a server that
+# never answers, and is about as long as sshd's own connect to a destination that drops SYNs (tcp_syn_retries 6).
+CHANNEL_OPEN_TIMEOUT = 130.0
 
 
 class ForwardSet:
@@ -187,15 +192,16 @@ class ForwardSet:
             return [warning for runtime in self.forwards.values() for warning in runtime.warnings]
 
     # -- channels ------------------------------------------------------------------------------------
-    def open_channel(self, destination: Endpoint, origin: tuple[str, int]) -> t.Any:
+    def open_channel(self, destination: Endpoint, origin: tuple[str, int], timeout: float = CHANNEL_OPEN_TIMEOUT) -> t.Any:
+        """A channel to ``destination``; ``timeout`` bounds the server's answer (the transport's death ends it sooner)."""
         if not self.connected.wait(self.connect_timeout) or self.chain is None:
             raise ConnectionLost(f"tunnel is reconnecting to {self.target_label}; connection not forwarded")
         transport = self.chain.target
         audit.note_destination(destination)
         try:
             if destination.is_unix():
-                return transport.open_streamlocal(str(destination.path), timeout=self.connect_timeout)
-            return transport.open_channel("direct-tcpip", (str(destination.host), int(destination.port or 0)), origin, timeout=self.connect_timeout)
+                return transport.open_streamlocal(str(destination.path), timeout=timeout)
+            return transport.open_channel("direct-tcpip", (str(destination.host), int(destination.port or 0)), origin, timeout=timeout)
         except paramiko.ChannelException as exc:
             reason = OPEN_FAILURE_REASONS.get(exc.code, exc.text)
             if exc.code == 1:

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 import typing as t
 
 import pytest
@@ -39,6 +40,37 @@ def test_a_loopback_tcp_peer_is_named_by_uid_and_pid() -> None:
             with accepted:
                 found = audit.peer_identity(accepted)
     assert found["uid"] == os.getuid() and found["pid"] == os.getpid() and found["client"].startswith("127.0.0.1:")
+
+
+def test_one_pid_scan_at_a_time_the_others_keep_the_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan reads every descriptor of the client user's processes: concurrent scans starved the tunnel's transport."""
+    release = threading.Event()
+    scanning = threading.Event()
+    calls: list[str] = []
+
+    def slow_holder(inode: str, uid: int) -> int | None:
+        calls.append(inode)
+        scanning.set()
+        assert release.wait(10)
+        return os.getpid()
+
+    monkeypatch.setattr(audit, "inode_holder", slow_holder)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(2)
+        with socket.create_connection(server.getsockname()), socket.create_connection(server.getsockname()):
+            first, second = server.accept()[0], server.accept()[0]
+            with first, second:
+                results: dict[str, dict[str, t.Any]] = {}
+                scanner = threading.Thread(target=lambda: results.setdefault("first", audit.peer_identity(first)))
+                scanner.start()
+                assert scanning.wait(10)
+                results["second"] = audit.peer_identity(second)  # while the first scan runs
+                release.set()
+                scanner.join(10)
+    assert len(calls) == 1
+    assert results["first"]["pid"] == os.getpid() and results["first"]["uid"] == os.getuid()
+    assert results["second"]["pid"] is None and results["second"]["uid"] == os.getuid()
 
 
 def test_a_unix_peer_is_named_by_peercred() -> None:
