@@ -611,7 +611,8 @@ def test_new_connections_are_held_during_a_reconnect(sandbox: t.Any, echo: Loopb
         result: list[bytes] = []
         client = threading.Thread(target=lambda: result.append(echo_roundtrip(bound(engine), b"held", timeout=30)), daemon=True)
         client.start()
-        time.sleep(0.5)
+        # The client is accepted and waits for the connection to be back before the server returns.
+        assert wait_until(lambda: engine.status()["connections_active"] == 1, 10), engine.status()
         server.restart()
         client.join(30)
         assert result == [b"held"]
