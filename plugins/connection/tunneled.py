@@ -157,6 +157,7 @@ class Connection(ConnectionBase):
             "remote": list(self.get_option("remote_forwards") or []),
             "reverse_socks": list(self.get_option("reverse_socks") or []),
             "allow_non_loopback_bind": bool(self.get_option("allow_non_loopback_bind")),
+            "audit": self.get_option("audit"),
         }
 
     # -- broker --------------------------------------------------------------------------------------------

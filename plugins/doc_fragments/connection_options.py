@@ -253,6 +253,19 @@ options:
     default: false
     vars:
       - name: burrow_allow_non_loopback_bind
+  audit:
+    description:
+      - Who used the connection's forwards (O(local_forwards), O(remote_forwards), O(reverse_socks)), with the same
+        JSON lines as the O(burrow.ssh.tunnel#module:audit) option of M(burrow.ssh.tunnel).
+      - V(file) writes C(connection-SESSION.audit.jsonl) (mode 0600; C(SESSION) is O(session_name)) in the broker's state
+        directory, rotated at 1 MiB with one previous file kept. Unlike a tunnel's file it is kept when the session
+        ends, since the run it records is over by the time anyone reads it. V(syslog) sends the lines to the system
+        logger; V(none) records nothing. A connection without forwards writes nothing.
+    type: str
+    choices: [file, syslog, none]
+    default: file
+    vars:
+      - name: burrow_audit
   session_name:
     description:
       - The broker keeps one target session (with its forwards) per session name and hop chain, so two inventory hosts

@@ -11,6 +11,7 @@ import os
 import pathlib
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -249,6 +250,16 @@ def test_remote_forward_and_reverse_socks_reach_the_controller_side(lab: Lab, an
         if have_curl:
             assert _host_result(result, host, "Fetch the same page through the reverse SOCKS proxy (curl on the target)")["stdout"] == lab.http_body.strip()
     assert _wait_broker_gone(lab)
+    # Who used the forwards (burrow_audit defaults to file): kept after the session, one line per connection.
+    for host in ("tunneled-pipelining", "tunneled-no-pipelining"):
+        trail = lab.state_dir / f"connection-{host}.audit.jsonl"
+        assert stat.S_IMODE(trail.stat().st_mode) == 0o600
+        lines = [json.loads(line) for line in trail.read_text().splitlines()]
+        page = [line for line in lines if line["destination"] == f"127.0.0.1:{lab.http.port}" and line["bytes_in"] >= len(lab.http_body.encode())]
+        assert all(line["ended"] == "closed" and line["client"] for line in page), lines
+        assert any(line["forward"] == f"remote 127.0.0.1:{lab.forward_ports[host]} -> 127.0.0.1:{lab.http.port}" for line in page), lines
+        if have_curl:
+            assert any(line["forward"] == f"remote 127.0.0.1:{lab.socks_ports[host]} -> socks" for line in page), lines
     # The forwards went away with the sessions: nothing listens on the target's forward ports any more.
     probe = subprocess.run(
         ["ip", "netns", "exec", lab.netns, "ss", "-Hltn", f"( sport = :{lab.forward_ports['tunneled-pipelining']} )"],

@@ -17,8 +17,8 @@ import pytest
 from engine_helpers import wait_until
 from test_engine import tunnel_for
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.control import TunnelHandle
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.daemon import PrivateRotatingFileHandler
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import disable_core_dumps, process_start_time
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
 

@@ -35,8 +35,14 @@ import threading
 import time
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
+
 # Distinct uids kept in the in-memory summary; later ones are counted under uid null (the file has every line).
 MAX_SUMMARY_UIDS = 256
+# The audit file and its one rotated file: at about 350 bytes a line, the last 6000 connections or so.
+AUDIT_MAX_BYTES = 1024 * 1024
+SINKS = ("file", "syslog", "none")
 SYSLOG_ADDRESS = "/dev/log"
 ENDINGS = ("closed", "reset", "refused", "cut")
 # A SOCKS client may type a password where the user name goes: the user a refused client sent is never recorded.
@@ -260,3 +266,20 @@ def syslog_handler(tunnel: str, address: str | None = None) -> logging.Handler:
     handler = logging.handlers.SysLogHandler(address=address or SYSLOG_ADDRESS, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
     handler.ident = f"burrow-tunnel[{os.getpid()}]: "
     return handler
+
+
+def open_trail(name: str, sink: str, path: str) -> AuditTrail | None:
+    """The trail of tunnel or connection ``name``: a 0600 rotating file at ``path``, syslog, or none."""
+    if sink == "none":
+        return None
+    if sink == "syslog":
+        try:
+            return AuditTrail(name, "syslog", syslog_handler(name))
+        except OSError as exc:
+            raise TunnelError(
+                f"audit=syslog: cannot reach the system logger at {SYSLOG_ADDRESS}: {exc.strerror or exc}",
+                advice="run a syslog daemon or journald on this host, or use audit=file",
+            ) from exc
+    handler = PrivateRotatingFileHandler(path, maxBytes=AUDIT_MAX_BYTES, backupCount=1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return AuditTrail(name, "file", handler, path=path)

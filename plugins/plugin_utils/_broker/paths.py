@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import time
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError
@@ -60,6 +61,13 @@ class BrokerPaths:
         self.log = os.path.join(self.dir, f"broker-{ident}.log")
         if len(self.socket.encode()) > 103:
             raise ControlError(f"state directory {self.dir} is too long for a Unix socket path", advice="set BURROW_STATE_DIR to a shorter directory")
+
+    def connection_audit(self, session_name: str) -> str:
+        """The audit file of a session's forwards; a name with characters a file name should not carry gets a digest."""
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", session_name)[:64].lstrip(".") or "session"
+        if safe != session_name:
+            safe += "-" + hashlib.sha256(session_name.encode()).hexdigest()[:8]
+        return os.path.join(self.dir, f"connection-{safe}.audit.jsonl")
 
 
 def owner_identity(pid: int) -> list[int]:

@@ -36,6 +36,7 @@ import threading
 import time
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import open_trail
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     ConnectionLost,
     ControlError,
@@ -56,7 +57,13 @@ from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import
     recv_frame,
     send_json,
 )
-from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import DEFAULT_IDLE_TIMEOUT, Session, build_session, parse_connection_forwards
+from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import (
+    DEFAULT_IDLE_TIMEOUT,
+    Session,
+    build_session,
+    connection_audit_sink,
+    parse_connection_forwards,
+)
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.stream import pump
 
 REAP_INTERVAL = 0.5
@@ -185,6 +192,8 @@ class Broker:
         if node.forwards is not None:
             with contextlib.suppress(Exception):
                 node.forwards.close()
+            if node.forwards.audit is not None:
+                node.forwards.audit.close()
         if node.sftp is not None:
             with contextlib.suppress(Exception):
                 node.sftp.close()
@@ -243,11 +252,12 @@ class Broker:
         declared = request.get("forwards")
         # Parsed before connecting: a bad declaration fails the task before any handshake.
         wanted, policy_warnings = (None, []) if declared is None else parse_connection_forwards(declared)
+        sink = "none" if declared is None else connection_audit_sink(declared)
         node, warnings, reused = self.acquire(session)
         warnings = [*policy_warnings, *warnings]
         forwards: list[dict[str, t.Any]] = []
         if wanted is not None:
-            forwards = self._ensure_forwards(node, wanted, session, bool(declared.get("allow_non_loopback_bind")))
+            forwards = self._ensure_forwards(node, wanted, session, bool(declared.get("allow_non_loopback_bind")), sink)
             warnings.extend(w for f in forwards for w in f.get("warnings", []))
             compressed = [hop.label() for hop in session.hops if hop.compression]
             if forwards and compressed:
@@ -255,7 +265,7 @@ class Broker:
         node.uses += 1
         return {"ok": True, "reused": reused, "warnings": warnings, "handshakes": self.handshakes, "forwards": forwards, "label": session.label}
 
-    def _ensure_forwards(self, node: Node, wanted: list[t.Any], session: Session, allow_non_loopback_bind: bool) -> list[dict[str, t.Any]]:
+    def _ensure_forwards(self, node: Node, wanted: list[t.Any], session: Session, allow_non_loopback_bind: bool, sink: str) -> list[dict[str, t.Any]]:
         with node.forwards_lock:
             if node.forwards is None:
                 if not wanted:
@@ -263,7 +273,9 @@ class Broker:
                 # No supervisor and no reconnect here: a dead session is dropped with its forwards, and the next task
                 # opens a new one, forwards included.
                 nodes = node.chain()
+                trail = open_trail(session.name, sink, self.paths.connection_audit(session.name))
                 node.forwards = ForwardSet(node.label, session.effective_connect_timeout)
+                node.forwards.audit = trail
                 node.forwards.attach(Chain(hops=tuple(item.hop for item in nodes), transports=[item.transport for item in nodes]))
             # What the server really binds is checked against the same policy as the declaration (remote_bind.py).
             node.forwards.allow_non_loopback_bind = allow_non_loopback_bind

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import SINKS
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import loopback_policy, parse_forward_fields, split_via
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop, validate_proxy_command
@@ -144,6 +145,16 @@ FORWARD_OPTIONS = (("burrow_local_forwards", "local"), ("burrow_remote_forwards"
 
 
 ALLOW_NON_LOOPBACK_BIND = "burrow_allow_non_loopback_bind"
+
+
+def connection_audit_sink(declared: t.Mapping[str, t.Any]) -> str:
+    """burrow_audit: where the audit lines of the connection's forwards go (file when unset)."""
+    sink = declared.get("audit")
+    if sink is None:
+        return "file"
+    if sink not in SINKS:
+        raise SpecError("burrow_audit", sink, f"must be one of {', '.join(SINKS)}")
+    return str(sink)
 
 
 def parse_connection_forwards(declared: t.Mapping[str, t.Any]) -> tuple[list[Forward], list[str]]:

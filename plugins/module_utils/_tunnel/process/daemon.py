@@ -22,14 +22,14 @@ import os
 import resource
 import signal
 import socket
-import stat
 import threading
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import SYSLOG_ADDRESS, AuditTrail, syslog_handler
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import AuditTrail, open_trail
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, StateWriteFailed, TunnelError, UntrustedState
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, StateWriteFailed, TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import remove_lock_file_if_free
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
@@ -44,8 +44,6 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model impo
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import use_deque_pipes
 
 LOG_MAX_BYTES = 1024 * 1024
-# The audit file and its one rotated file: at about 350 bytes a line, the last 6000 connections or so.
-AUDIT_MAX_BYTES = 1024 * 1024
 # How often the main loop wakes: often enough that a play-scoped tunnel ends within about two seconds of
 # ansible-playbook, rarely enough that 100 idle tunnels stay far below 5 % of a core (docs/scale.md).
 # Stop requests do not wait for it: they set the event the loop sleeps on.
@@ -68,34 +66,9 @@ def _release_freed_memory() -> None:
             _MALLOC_TRIM(0)
 
 
-class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A RotatingFileHandler whose files are 0600 from creation, the one recreated after rotation too."""
-
-    def _open(self) -> t.Any:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():  # planted: a FIFO, or another user's file
-            os.close(fd)
-            raise UntrustedState(f"{self.baseFilename} is not a regular file of this user; refusing to write to it")
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "a", encoding=self.encoding, errors=getattr(self, "errors", None))
-
-
 def _audit_trail(tunnel: Tunnel, paths: TunnelPaths) -> AuditTrail | None:
     """Where the lines of who used the tunnel go (the tunnel's audit option)."""
-    if tunnel.audit == "none":
-        return None
-    if tunnel.audit == "syslog":
-        try:
-            return AuditTrail(tunnel.name, "syslog", syslog_handler(tunnel.name))
-        except OSError as exc:
-            raise TunnelError(
-                f"audit=syslog: cannot reach the system logger at {SYSLOG_ADDRESS}: {exc.strerror or exc}",
-                advice="run a syslog daemon or journald on this host, or use audit=file",
-            ) from exc
-    handler = PrivateRotatingFileHandler(paths.audit, maxBytes=AUDIT_MAX_BYTES, backupCount=1)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    return AuditTrail(tunnel.name, "file", handler, path=paths.audit)
+    return open_trail(tunnel.name, tunnel.audit, paths.audit)
 
 
 def _setup_logging(path: str) -> None:

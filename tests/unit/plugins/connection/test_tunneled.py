@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
 import typing as t
@@ -295,3 +296,26 @@ def test_loopback_listeners_of_a_connection_need_no_permission(connection: t.Any
     connection.set_option("remote_forwards", ["localhost:8080:localhost:80"])
     forwards, warnings = parse_connection_forwards(connection._forwards())
     assert len(forwards) == 3 and warnings == []
+
+
+def test_the_audit_sink_of_a_connection_defaults_to_file_and_names_a_bad_value(connection: t.Any) -> None:
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.session import connection_audit_sink
+
+    assert connection_audit_sink(connection._forwards()) == "file"
+    connection.set_option("audit", "none")
+    assert connection_audit_sink(connection._forwards()) == "none"
+    with pytest.raises(SpecError) as refused:
+        connection_audit_sink({"audit": "journal"})
+    assert str(refused.value).startswith("burrow_audit: ") and "file, syslog, none" in str(refused.value)
+
+
+def test_a_session_s_audit_file_name_keeps_to_safe_characters(tmp_path: t.Any) -> None:
+    from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import BrokerPaths
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    paths = BrokerPaths(str(state))
+    assert paths.connection_audit("web-1.example") == str(state / "connection-web-1.example.audit.jsonl")
+    odd = os.path.basename(paths.connection_audit("../etc/passwd db"))
+    assert odd.startswith("connection-_etc_passwd_db-") and "/" not in odd and odd.endswith(".audit.jsonl")
+    assert paths.connection_audit("a b") != paths.connection_audit("a_b")

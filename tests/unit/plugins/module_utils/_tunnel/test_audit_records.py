@@ -16,8 +16,9 @@ import typing as t
 import pytest
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import audit
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import AUDIT_MAX_BYTES
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import UntrustedState
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.daemon import AUDIT_MAX_BYTES, _audit_trail
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.daemon import _audit_trail
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.summary import describe
