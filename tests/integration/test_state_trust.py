@@ -138,10 +138,15 @@ def test_socket_served_by_another_uid_is_never_sent_a_request(tmp_path: Path) ->
         try:
             os.setgid(ATTACKER)
             os.setuid(ATTACKER)
-            server.listen(1)
-            conn = server.accept()[0]
-            received = conn.recv(65536)
-            conn.sendall(b'{"ok": true, "status": {"status": "up"}}\n' if received else b"")
+            server.listen(4)
+            while True:  # the readiness probe connects and sends nothing; answer the first real request, forged
+                conn = server.accept()[0]
+                received = conn.recv(65536)
+                if received:
+                    conn.sendall(b'{"ok": true, "status": {"status": "up"}}\n')
+                    conn.close()
+                    break
+                conn.close()
         finally:
             os._exit(0)
     server.close()
