@@ -501,6 +501,20 @@ def test_persisted_sessions_serve_the_next_run_without_a_handshake(lab: Lab, ans
         _stop_brokers(lab)
 
 
+def test_the_session_broker_has_no_core_dumps(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
+    """Issue 16 item 14: the broker holds the sessions' keys and passwords in memory: RLIMIT_CORE 0, soft and hard."""
+    try:
+        run = lab.run(ansible_playbook, "commands.yml", lab.inventory(burrow_persist=60), task_count=1)
+        assert run.returncode == 0, _failures(run)
+        status = _wait_status(lab, _all_persisted, 30)
+        assert status is not None, f"the broker did not keep the sessions after the run: {_broker_status(lab)}"
+        limits = pathlib.Path(f"/proc/{status['pid']}/limits").read_text().splitlines()
+        core = [line.split()[4:6] for line in limits if line.startswith("Max core file size")]
+        assert core == [["0", "0"]], core
+    finally:
+        _stop_brokers(lab)
+
+
 def test_a_persisted_session_near_its_expiry_is_not_reused_and_the_broker_exits_after_it(lab: Lab, ansible_playbook: t.Callable[..., t.Any]) -> None:
     persist, margin = 14, 5.0  # margin: max(5 s, 10 % of 14 s), at most half of it
     inventory = lab.inventory(burrow_persist=persist)
