@@ -354,6 +354,31 @@ def test_string_numbers_from_extra_vars_are_converted(ansible_playbook: t.Any, i
     assert_ok(run(ansible_playbook, write_play(tmp_path, tasks), inventory, state_dir, extra_vars={"ttl": "60", "interval": "7"}))
 
 
+def test_null_options_are_unset_through_the_action_plugin(ansible_playbook: t.Any, inventory: Path, state_dir: Path, tmp_path: Path) -> None:
+    """Issue 16 item 15: an option given as null is unset (its default applies), as the action plugin runs it."""
+    tasks = """\
+        - burrow.ssh.tunnel:
+            <<: *server
+            name: nulls
+            dynamic_forwards: ["127.0.0.1:0"]
+            via: null
+            ttl: null
+            idle_timeout: null
+            keepalive_interval: null
+            lifetime: null
+            reconnect: null
+          register: created
+        - ansible.builtin.assert:
+            that: created.tunnel.status == 'up'
+        - burrow.ssh.tunnel:
+            name: nulls
+            state: absent
+            state_dir: "{{ state_dir }}"
+    """
+    assert_ok(run(ansible_playbook, write_play(tmp_path, tasks), inventory, state_dir))
+    assert tunnel_pids(state_dir) == {}
+
+
 def test_passphrase_and_password_stay_out_of_verbose_output(ansible_playbook: t.Any, sandbox: t.Any, state_dir: Path, tmp_path: Path) -> None:
     """An encrypted key's passphrase and a password: not in -vvv output, argv, environ, state or log."""
     server = sandbox.start_sshd(name="passphrase")
