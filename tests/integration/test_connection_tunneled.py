@@ -370,6 +370,33 @@ def test_a_connection_listener_beyond_loopback_needs_allow_non_loopback_bind(lab
     assert _wait_broker_gone(lab)
 
 
+def test_a_connection_remote_forward_widened_by_gateway_ports_yes_needs_allow_non_loopback_bind(
+    lab: Lab, ansible_playbook: t.Callable[..., t.Any], tmp_path: pathlib.Path
+) -> None:
+    """Issue 16 items 4 and 5: what the server really binds for a connection's loopback burrow_remote_forwards follows the
+    bind policy: widened to every address by GatewayPorts yes, it fails unless burrow_allow_non_loopback_bind."""
+    target = lab.sandbox.start_sshd(name="gw-target", netns=lab.netns, listen=TARGET_ADDRESS, extra_config="GatewayPorts yes\n")
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(lab.bastion.known_hosts.read_text() + target.known_hosts.read_text())
+        known_hosts.chmod(0o600)
+        hop = {"known_hosts": known_hosts, "ansible_port": target.port, "ansible_user": target.user, "ansible_ssh_private_key_file": str(target.client_key)}
+        refused = lab.run(ansible_playbook, "commands.yml", lab.inventory(**hop), task_count=1)
+        assert refused.returncode != 0, _failures(refused)
+        message = json.dumps(_host_result(refused, "tunneled-pipelining", "Command"))
+        assert "listens on every address" in message and "GatewayPorts" in message, message
+        assert _wait_broker_gone(lab)
+
+        allowed = lab.run(ansible_playbook, "commands.yml", lab.inventory(burrow_allow_non_loopback_bind=True, **hop), task_count=1)
+        assert allowed.returncode == 0, _failures(allowed)
+        output = " ".join((allowed.stdout + allowed.stderr).split())
+        assert "on every address, not only 127.0.0.1" in output, _failures(allowed)
+        assert _wait_broker_gone(lab)
+    finally:
+        target.stop()
+        _stop_brokers(lab)
+
+
 @pytest.fixture
 def controller_agent(tmp_path: pathlib.Path) -> t.Iterator[tuple[pathlib.Path, str]]:
     """An ssh-agent on the controller with a fresh key: its socket and the key's fingerprint."""
