@@ -492,6 +492,43 @@ def test_stop_finishes_within_deadline_with_active_clients(sshd: t.Any, echo: Lo
         socket.create_connection(bound(engine), timeout=2)
 
 
+def test_stop_resets_the_local_destination_of_a_cut_remote_forward(sshd: t.Any) -> None:
+    """Issue 16 item 13, remote side: a cut -R connection ends at its local destination with a reset, not an end of stream."""
+    ended: list[str] = []
+    received = threading.Event()
+    done = threading.Event()
+
+    def sink(conn: socket.socket) -> None:
+        try:
+            while True:
+                if not conn.recv(65536):
+                    ended.append("end of stream")
+                    return
+                received.set()
+        except ConnectionResetError:
+            ended.append("reset")
+        finally:
+            done.set()
+
+    with LoopbackServer(sink) as destination:
+        engine = TunnelEngine(tunnel_for(sshd, remote_forwards=[f"127.0.0.1:0:127.0.0.1:{destination.port}"]))
+        engine.start()
+        client = None
+        try:
+            _host, port = bound(engine)
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(b"part of a transfer")
+            assert received.wait(10), "the connection did not reach the destination"
+            assert engine.stop(deadline=0.5) == 1, "the connection left after the drain time is cut and counted"
+        finally:
+            if engine.state != "stopped":
+                engine.stop(deadline=0)
+            if client is not None:
+                client.close()
+        assert done.wait(10), "the destination's connection is still open after the stop"
+        assert ended == ["reset"], ended
+
+
 def test_errors_are_tunnel_errors_with_advice() -> None:
     error = ForwardRefused("x", advice="do y")
     assert isinstance(error, TunnelError) and str(error) == "x. do y"
