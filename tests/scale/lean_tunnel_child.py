@@ -10,7 +10,9 @@ stdin, a pipe from the parent: never argv, environment or a file.
     python lean_tunnel_child.py daemon   one tunnel, run by the tunnel process's own serve() (control socket,
                                          state file, audit trail), its start report on the fd named in the line
     python lean_tunnel_child.py engines  many TunnelEngine instances in this one process: each line "N" on stdin
-                                         starts N more (one -L each), answered by one JSON line of bound ports
+                                         starts N more (one -L each), answered by one JSON line of bound ports;
+                                         with "control" in the first line each engine also gets the control socket
+                                         and audit trail serve() would give it
 """
 
 from __future__ import annotations
@@ -60,11 +62,14 @@ def run_engines(cfg: dict[str, t.Any]) -> int:
 
     use_deque_pipes()  # as daemon.serve() does
     engines = []
+    extras: list[t.Callable[[], None]] = []
     try:
         for line in sys.stdin:  # the parent closes stdin to stop us
             ports = []
             for _index in range(max(0, min(200, int(line.strip() or 0)))):
                 engine = TunnelEngine(_declaration(cfg, f"{cfg['name']}-{len(engines)}"))
+                if cfg.get("control"):
+                    extras.append(_control_and_audit(engine, cfg["state_dir"]))
                 engine.start()
                 engines.append(engine)
                 ports.append(int(engine.status()["forwards"][0]["bound_port"]))
@@ -72,7 +77,27 @@ def run_engines(cfg: dict[str, t.Any]) -> int:
     finally:
         for engine in engines:
             engine.stop(deadline=0)
+        for close in extras:
+            close()
     return 0
+
+
+def _control_and_audit(engine: t.Any, state_dir: str) -> t.Callable[[], None]:
+    """What serve() gives each tunnel besides its engine: its audit trail (audit=file) and its control socket."""
+    import threading
+
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import daemon
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths, ensure_state_dir
+
+    paths = TunnelPaths(ensure_state_dir(state_dir), engine.tunnel.name)
+    trail = engine.forward_set.audit = daemon._audit_trail(engine.tunnel, paths)
+    server = daemon.ControlServer(paths.socket, engine, threading.Event(), [0.0])
+
+    def close() -> None:
+        server.close()
+        daemon._close_audit(trail, paths)
+
+    return close
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ all stopped before the next starts, so they do not share pages with each other):
   lean     one fresh interpreter per tunnel (subprocess, exec) that imports the tunnel process code only, no
            Ansible, and runs the tunnel process's own serve(); the declaration arrives on a stdin pipe
   shared   K TunnelEngine instances (threads) in one fresh interpreter, each with its own SSH connection and -L port
+  shared+ctl  the same, each engine also with the control socket (and its thread) and audit trail serve() gives a tunnel
   ssh      one `ssh -N -L` per tunnel (the reference)
 """
 
@@ -38,7 +39,7 @@ import typing as t
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CHILD = HERE / "lean_tunnel_child.py"
-DESIGNS = ("spawn", "lean", "shared", "ssh")
+DESIGNS = ("spawn", "lean", "shared", "shared+ctl", "ssh")
 MAX_TUNNELS = 200
 START_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 10.0
@@ -169,11 +170,14 @@ class LeanDesign(Design):
 
 
 class SharedDesign(Design):
+    control = False
+
     def __init__(self, cfg: dict[str, t.Any], state_dir: str) -> None:
         super().__init__(cfg, state_dir)
         self.proc = subprocess.Popen([sys.executable, str(CHILD), "engines"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(dict(cfg["hop"], name="mem-shared", collections_root=cfg["root"])).encode() + b"\n")
+        line = dict(cfg["hop"], name="mem-shared", collections_root=cfg["root"], control=self.control, state_dir=state_dir)
+        self.proc.stdin.write(json.dumps(line).encode() + b"\n")
         self.proc.stdin.flush()
 
     def add(self, count: int) -> None:
@@ -194,6 +198,10 @@ class SharedDesign(Design):
 
     def stop(self) -> None:
         bench.stop_popen(self.proc)  # closing stdin stops every engine; then SIGTERM, SIGKILL at deadlines
+
+
+class SharedControlDesign(SharedDesign):
+    control = True
 
 
 class SshDesign(Design):
@@ -236,7 +244,7 @@ def stop_side_by_side(jobs: list[tuple[t.Callable[..., None], tuple[t.Any, ...]]
         thread.join(max(0.0, end - time.monotonic()))
 
 
-CLASSES: dict[str, type[Design]] = {"spawn": SpawnDesign, "lean": LeanDesign, "shared": SharedDesign, "ssh": SshDesign}
+CLASSES: dict[str, type[Design]] = {"spawn": SpawnDesign, "lean": LeanDesign, "shared": SharedDesign, "shared+ctl": SharedControlDesign, "ssh": SshDesign}
 
 
 def measure_design(design_name: str, cfg: dict[str, t.Any], counts: list[int], state_dir: str, log: t.Callable[[str], None]) -> dict[int, float]:
@@ -311,6 +319,11 @@ def render(rows: list[dict[str, t.Any]], designs: list[str], runs: int) -> str:
             if "ratio_to_ssh" in cell:
                 text += f" x{cell['ratio_to_ssh']}"
             cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "What each further tunnel cost (MiB PSS, total difference from the previous count / tunnels added, median of runs):", ""]
+    lines += ["| tunnels | " + " | ".join(designs) + " |", "|" + "---|" * (len(designs) + 1)]
+    for before, row in zip(rows, rows[1:]):
+        cells = [f"{before['tunnels']} -> {row['tunnels']}"] + [f"{row[name]['marginal']:.2f}" if "marginal" in row.get(name, {}) else "-" for name in designs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
