@@ -175,10 +175,14 @@ class SharedDesign(Design):
     def __init__(self, cfg: dict[str, t.Any], state_dir: str) -> None:
         super().__init__(cfg, state_dir)
         self.proc = subprocess.Popen([sys.executable, str(CHILD), "engines"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert self.proc.stdin is not None
-        line = dict(cfg["hop"], name="mem-shared", collections_root=cfg["root"], control=self.control, state_dir=state_dir)
-        self.proc.stdin.write(json.dumps(line).encode() + b"\n")
-        self.proc.stdin.flush()
+        try:
+            assert self.proc.stdin is not None
+            line = dict(cfg["hop"], name="mem-shared", collections_root=cfg["root"], control=self.control, state_dir=state_dir)
+            self.proc.stdin.write(json.dumps(line).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BaseException:
+            bench.stop_popen(self.proc)
+            raise
 
     def add(self, count: int) -> None:
         assert self.proc.stdin is not None
