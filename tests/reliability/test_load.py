@@ -74,7 +74,7 @@ def _processes_holding_descriptors(count: int) -> t.Iterator[int]:
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"
     )
-    holders = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    holders = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _holder in range(count)]
     try:
         for holder in holders:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
