@@ -209,11 +209,23 @@ def test_modules_refuse_a_foreign_state_dir_with_a_clear_message(
     """
     out = tmp_path / "out.json"
     inventory = sandbox_session.write_inventory(tmp_path / "inventory.yml")
-    result = ansible_playbook(write_play(tmp_path, tasks), inventory, {"state_dir": str(directory), "out": str(out)})
-    assert result.returncode == 0, result.stdout[-4000:]
-    for task in json.loads(out.read_text()):
-        assert task["failed"], task
-        assert not task["msg"].startswith("Module failed"), task["msg"]
-        assert f"state directory {directory} belongs to" in task["msg"] and f"uid {ATTACKER}" in task["msg"], task["msg"]
-        assert task["error"]["kind"] == "untrusted_state"
-    assert victim.poll() is None, "state: absent signalled the planted pid"
+    try:
+        result = ansible_playbook(write_play(tmp_path, tasks), inventory, {"state_dir": str(directory), "out": str(out)})
+        assert result.returncode == 0, result.stdout[-4000:]
+        for task in json.loads(out.read_text()):
+            assert task["failed"], task
+            assert not task["msg"].startswith("Module failed"), task["msg"]
+            assert f"state directory {directory} belongs to" in task["msg"] and f"uid {ATTACKER}" in task["msg"], task["msg"]
+            assert task["error"]["kind"] == "untrusted_state"
+        assert victim.poll() is None, "state: absent signalled the planted pid"
+    finally:
+        _kill_tunnels_started_in(directory, spare=victim.pid)
+
+
+def _kill_tunnels_started_in(directory: Path, spare: int) -> None:
+    """When a refusal fails, the play starts a real tunnel in the directory: end it, so a failure leaves nothing."""
+    for state in directory.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads(state.read_text())["pid"])
+            if pid != spare and Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"burrow-tunnel"):
+                os.kill(pid, signal.SIGKILL)
