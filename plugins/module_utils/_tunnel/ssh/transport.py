@@ -19,7 +19,7 @@ try:
     import paramiko
     import paramiko.channel
     from paramiko.buffered_pipe import PipeTimeout
-    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_GLOBAL_REQUEST
+    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_WINDOW_ADJUST, cMSG_GLOBAL_REQUEST
     from paramiko.message import Message
 
     HAS_PARAMIKO = True
@@ -47,6 +47,8 @@ PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.co
 STREAMLOCAL_FORWARD = "streamlocal-forward@openssh.com"
 CANCEL_STREAMLOCAL_FORWARD = "cancel-streamlocal-forward@openssh.com"
 FORWARDED_STREAMLOCAL = "forwarded-streamlocal@openssh.com"
+# Directly delivered bytes the reader credits at once: one wake-up per 256 KiB instead of one per 32 KiB packet.
+CREDIT_BATCH = WINDOW_SIZE // 16
 OPEN_FAILURE_REASONS = {1: "administratively prohibited", 2: "connect failed", 3: "unknown channel type", 4: "resource shortage"}
 
 
@@ -65,6 +67,13 @@ class DequePipe:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
         self._closed = False
+        # Direct delivery (attach_sink): received data goes from the transport thread straight into the socket the
+        # relay would copy it to, while the reader waits with nothing buffered, saving a thread handoff per packet.
+        self._sink: socket.socket | None = None
+        self._credit: t.Callable[[int], None] | None = None
+        self._reader_waiting = False  # the reader sits in wait(): it finished writing whatever it read before
+        self._uncredited = 0  # delivered directly, not yet added to the SSH window (the reader does that)
+        self.delivered_directly = 0
 
     def set_event(self, event: threading.Event) -> None:
         with self._lock:
@@ -74,14 +83,44 @@ class DequePipe:
             else:
                 event.clear()
 
+    def attach_sink(self, sink: socket.socket, credit: t.Callable[[int], None]) -> None:
+        """Let feed() send into ``sink`` (a blocking socket) itself; ``credit(n)`` later opens the window for those bytes."""
+        with self._lock:
+            self._sink = sink
+            self._credit = credit
+
+    def detach_sink(self) -> None:
+        with self._lock:
+            self._sink = None
+
     def feed(self, data: bytes) -> None:
         with self._lock:
             if self._event is not None:
                 self._event.set()
+            if data and self._reader_waiting and not self._size and self._sink is not None and self._event is None:
+                # Order holds: nothing is buffered and the reader, waiting, has written all it took out before.
+                sent = self._send_directly(data)
+                if sent:
+                    self._uncredited += sent
+                    self.delivered_directly += sent
+                    data = data[sent:]
+                    if not data:
+                        if self._uncredited >= CREDIT_BATCH:
+                            self._cv.notify_all()  # the reader opens the window: the transport thread must not block
+                        return
             if data:
                 self._chunks.append(bytes(data))
                 self._size += len(data)
             self._cv.notify_all()
+
+    def _send_directly(self, data: bytes) -> int:
+        try:
+            return self._sink.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)  # type: ignore[union-attr]
+        except (BlockingIOError, InterruptedError):
+            return 0  # the socket is full: buffer, and the reader's blocking sendall is the backpressure
+        except OSError:
+            self._sink = None  # the reader's own sendall reports the error
+            return 0
 
     def read_ready(self) -> bool:
         with self._lock:
@@ -89,18 +128,26 @@ class DequePipe:
 
     def read(self, nbytes: int, timeout: float | None = None) -> bytes:
         with self._lock:
-            if not self._size:
-                if self._closed:
-                    return b""
+            while True:
+                if self._uncredited >= CREDIT_BATCH and self._credit is not None:
+                    self._credit_delivered()
+                    continue
+                if self._size or self._closed:
+                    break
                 if timeout == 0.0:
                     raise PipeTimeout()
-                while not self._size and not self._closed:
-                    then = time.time()
+                then = time.time()
+                self._reader_waiting = True
+                try:
                     self._cv.wait(timeout)
-                    if timeout is not None:
-                        timeout -= time.time() - then
-                        if timeout <= 0.0:
-                            raise PipeTimeout()
+                finally:
+                    self._reader_waiting = False
+                if timeout is not None and not self._size and not self._closed:
+                    timeout -= time.time() - then
+                    if timeout <= 0.0:
+                        raise PipeTimeout()
+            if not self._size:
+                return b""
             parts = []
             taken = 0
             while self._chunks and taken < nbytes:
@@ -117,6 +164,15 @@ class DequePipe:
             if not self._size and self._event is not None and not self._closed:
                 self._event.clear()
             return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _credit_delivered(self) -> None:
+        # Called with the lock held; credits outside it, since the window adjust waits out a key exchange.
+        amount, self._uncredited = self._uncredited, 0
+        self._lock.release()
+        try:
+            self._credit(amount)  # type: ignore[misc]
+        finally:
+            self._lock.acquire()
 
     def empty(self) -> bytes:
         with self._lock:
@@ -137,6 +193,29 @@ class DequePipe:
     def __len__(self) -> int:
         with self._lock:
             return self._size
+
+
+def credit_window(channel: t.Any, amount: int) -> None:
+    """Add ``amount`` read bytes to the channel's receive window, as paramiko's Channel.recv does for what it returns."""
+    ack = channel._check_add_window(amount)
+    if ack > 0:
+        message = Message()
+        message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+        message.add_int(channel.remote_chanid)
+        message.add_int(ack)
+        channel.transport._send_user_message(message)
+
+
+def deliver_directly(channel: t.Any, sock: t.Any) -> t.Any:
+    """Have the transport thread send ``channel``'s data into ``sock`` itself while the reader idles; returns the pipe or None.
+
+    Only for a DequePipe and a blocking socket (a socket with a timeout would poll before MSG_DONTWAIT).
+    """
+    pipe = getattr(channel, "in_buffer", None)
+    if not isinstance(pipe, DequePipe) or not isinstance(sock, socket.socket) or sock.gettimeout() is not None:
+        return None
+    pipe.attach_sink(sock, lambda amount: credit_window(channel, amount))
+    return pipe
 
 
 def use_deque_pipes() -> None:
