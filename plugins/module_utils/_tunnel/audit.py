@@ -42,7 +42,6 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log imp
 MAX_SUMMARY_UIDS = 256
 # The audit file and its one rotated file: at about 350 bytes a line, the last 6000 connections or so.
 AUDIT_MAX_BYTES = 1024 * 1024
-SINKS = ("file", "syslog", "none")
 SYSLOG_ADDRESS = "/dev/log"
 ENDINGS = ("closed", "reset", "refused", "cut")
 # A SOCKS client may type a password where the user name goes: the user a refused client sent is never recorded.

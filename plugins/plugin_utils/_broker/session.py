@@ -19,11 +19,11 @@ import dataclasses
 import math
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import SINKS
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import loopback_policy, parse_forward_fields, split_via
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import AUDIT_SINKS, loopback_policy, parse_forward_fields, split_via
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_hop, validate_proxy_command
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import DEFAULT_CONNECT_TIMEOUT, Forward, Hop
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import validate_choice
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 
 HOST_KEY_CHECKING_WORDS = {"true": "strict", "yes": "strict", "on": "strict", "1": "strict", "false": "off", "no": "off", "0": "off"}
@@ -150,11 +150,7 @@ ALLOW_NON_LOOPBACK_BIND = "burrow_allow_non_loopback_bind"
 def connection_audit_sink(declared: t.Mapping[str, t.Any]) -> str:
     """burrow_audit: where the audit lines of the connection's forwards go (file when unset)."""
     sink = declared.get("audit")
-    if sink is None:
-        return "file"
-    if sink not in SINKS:
-        raise SpecError("burrow_audit", sink, f"must be one of {', '.join(SINKS)}")
-    return str(sink)
+    return "file" if sink is None else validate_choice(sink, "burrow_audit", AUDIT_SINKS)
 
 
 def parse_connection_forwards(declared: t.Mapping[str, t.Any]) -> tuple[list[Forward], list[str]]:
