@@ -707,21 +707,36 @@ def start_iperf3_server(workdir: pathlib.Path) -> tuple[subprocess.Popen[bytes],
     return proc, port
 
 
-def run_iperf3(entry: Entry, size: int, reverse: bool) -> tuple[float, bool, int]:
-    """iperf3 as the client (C, no hashing): -n bytes through the entry port; -R makes the far end send (down)."""
+def run_iperf3(entry: Entry, size: int, reverse: bool) -> tuple[float, bool, int, str]:
+    """iperf3 as the client (C, no hashing): -n bytes through the entry port; -R makes the far end send (down).
+
+    The last value says why a transfer did not count (iperf3's own error, its exit code or the timeout), "" when it did.
+    """
     argv = ["iperf3", "-c", SERVICE_HOST, "-p", str(entry.port), "-n", str(size), "-l", "128K", "-J", *(["-R"] if reverse else [])]
+    started = time.monotonic()
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=IO_TIMEOUT, check=False)
-        end = json.loads(proc.stdout)["end"]
+    except subprocess.TimeoutExpired:
+        return IO_TIMEOUT, False, 0, f"iperf3 did not finish within {IO_TIMEOUT:.0f} s"
+    try:
+        report = json.loads(proc.stdout)
+        end = report["end"]
         received, sent = end["sum_received"], end["sum_sent"]
         moved = int(received["bytes"])
         # The sender wrote exactly the bytes asked for. The receiver's count is short by what the socket and tunnel buffers
         # still hold when iperf3's TEST_END arrives (it stops counting then): the rate and CPU per MB are the receiver's,
         # over the bytes it counted; on 8 MiB --quick transfers that is only part of the payload.
         ok = proc.returncode == 0 and int(sent["bytes"]) == size and moved > 0
-        return float(received["seconds"]), ok, moved
-    except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
-        return IO_TIMEOUT, False, 0
+        why = "" if ok else f"rc {proc.returncode}, sent {sent['bytes']} of {size} bytes, received {moved}; {report.get('error', '')}".rstrip("; ")
+        return float(received["seconds"]), ok, moved, why
+    except (ValueError, KeyError, TypeError) as exc:
+        error = ""
+        try:
+            error = str(json.loads(proc.stdout).get("error", ""))
+        except (ValueError, AttributeError):
+            pass
+        detail = error or proc.stderr.strip()[-300:] or f"no report ({type(exc).__name__}: {exc})"
+        return time.monotonic() - started, False, 0, f"rc {proc.returncode} after {time.monotonic() - started:.1f} s: {detail}"
 
 
 class Path(t.NamedTuple):
@@ -748,11 +763,11 @@ def measure_throughput(
                     sshd_before = proc_cpu_seconds(sshd_pids())
                     tunnel_before = proc_cpu_seconds([tunnel.pid]) if tunnel.pid else 0.0
                     if path.loadgen == "iperf3":
-                        elapsed, ok, moved = run_iperf3(tunnel.entry(kind), max(settings.size, IPERF3_MIN_SIZE), reverse=direction == "down")
+                        elapsed, ok, moved, why = run_iperf3(tunnel.entry(kind), max(settings.size, IPERF3_MIN_SIZE), reverse=direction == "down")
                     else:
                         func = run_upload if direction == "up" else run_download
                         elapsed, ok = func(tunnel.entry(kind), service_port, block, settings.size)
-                        moved = settings.size
+                        moved, why = settings.size, "" if ok else "sha256 or length mismatch"
                     tunnel_cpu = proc_cpu_seconds([tunnel.pid]) - tunnel_before if tunnel.pid else 0.0
                     sshd_cpu = proc_cpu_seconds(sshd_pids()) - sshd_before if tunnel.tool != "direct" else 0.0
                     mb = max(moved, 1) / 1e6
@@ -761,11 +776,12 @@ def measure_throughput(
                         "ok": ok,
                         "tunnel_cpu_ms_per_mb": round(tunnel_cpu * 1000 / mb, 3),
                         "sshd_cpu_ms_per_mb": round(sshd_cpu * 1000 / mb, 3),
+                        **({"why": why} if why else {}),
                     }
                     raw.setdefault((path.loadgen, tunnel.tool, kind, direction), []).append(sample)
                     log(
                         f"  run {run + 1}/{settings.runs} {path.loadgen:6} {tunnel.tool:11} {kind:6} {direction:4} {sample['mbps']:8.1f} MB/s "
-                        f"tunnel {sample['tunnel_cpu_ms_per_mb']:.2f} ms/MB {'ok' if ok else 'MISMATCH'}"
+                        f"tunnel {sample['tunnel_cpu_ms_per_mb']:.2f} ms/MB {'ok' if ok else 'MISMATCH: ' + why}"
                     )
     rows = []
     for (loadgen, tool, kind, direction), samples in raw.items():
