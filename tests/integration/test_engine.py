@@ -17,6 +17,7 @@ import typing as t
 import pytest
 import socks_client
 from engine_helpers import (
+    CHUNK,
     LoopbackServer,
     digest_after_eof_handler,
     echo_handler,
@@ -259,6 +260,62 @@ def test_one_broken_client_does_not_affect_others(sshd: t.Any, echo: LoopbackSer
         steady.close()
 
 
+def _take_some_then_close(conn: socket.socket) -> None:
+    taken = 0
+    while taken < 256 * 1024:
+        data = conn.recv(CHUNK)
+        if not data:
+            return
+        taken += len(data)
+
+
+def _send_until_refused(address: tuple[str, int], deadline: float) -> None:
+    block = b"\x5a" * (1024 * 1024)
+    with socket.create_connection(address, timeout=10) as sock, contextlib.suppress(OSError):
+        while time.monotonic() < deadline:
+            sock.sendall(block)
+
+
+def _read_some_then_close(address: tuple[str, int]) -> None:
+    with socket.create_connection(address, timeout=10) as sock:
+        _take_some_then_close(sock)
+
+
+def _endless_source(conn: socket.socket) -> None:
+    block = b"\xa5" * (1024 * 1024)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        conn.sendall(block)
+
+
+@pytest.mark.parametrize("kind", ["local", "remote"])
+def test_far_end_closing_mid_send_never_ends_the_session(sshd: t.Any, echo: LoopbackServer, kind: str) -> None:
+    # The far end closes while we still send into the channel (iperf3 does this with its data connection): sshd then
+    # closes the channel, and if any of our data or EOF reached it after our CLOSE, sshd would drop the whole session
+    # ("data packet referred to nonexistent channel"). Before channel_order.py, 4 of 5 iperf3 loops died that way.
+    if kind == "local":
+        server = LoopbackServer(_take_some_then_close)
+        forwards = {"local_forwards": [f"0:127.0.0.1:{server.port}", f"0:127.0.0.1:{echo.port}"]}
+    else:
+        server = LoopbackServer(_endless_source)
+        forwards = {"remote_forwards": [f"127.0.0.1:0:127.0.0.1:{server.port}", f"127.0.0.1:0:127.0.0.1:{echo.port}"]}
+    with server, running(tunnel_for(sshd, **forwards)) as engine:
+        transport = engine.chain.target
+        closing, steady = bound(engine, 0), bound(engine, 1)
+        deadline = time.monotonic() + 60
+        cycles = 0
+        while cycles < 500 and time.monotonic() < deadline and transport.is_active():
+            if kind == "local":
+                _send_until_refused(closing, time.monotonic() + 5)
+            else:
+                _read_some_then_close(closing)
+            cycles += 1
+        assert transport.is_active(), f"the session ended after {cycles} closed-mid-send connection(s): {transport.get_exception()!r}"
+        assert engine.chain.target is transport and engine.reconnects == 0
+        assert cycles >= 100, f"only {cycles} cycles in 60 s"
+        assert echo_roundtrip(steady, b"same session") == b"same session"
+
+
 def test_connect_close_cycles_leak_nothing(sshd: t.Any, echo: LoopbackServer) -> None:
     with running(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{echo.port}"])) as engine:
         address = bound(engine)
@@ -308,6 +365,23 @@ def test_sshd_restart_reconnects_within_backoff(sandbox: t.Any, echo: LoopbackSe
         assert bound(engine, 1)[1] == remote_port, "the remote forward gets its allocated port back"
         assert echo_roundtrip(("127.0.0.1", remote_port), b"remote after restart") == b"remote after restart"
     assert elapsed < 30
+
+
+def test_a_session_the_server_ends_is_noticed_at_once_not_at_the_next_keepalive(sandbox: t.Any, echo: LoopbackServer) -> None:
+    server = sandbox.start_sshd()
+    keepalive = 60  # far beyond the wait below: only the end of the transport can start the reconnect in time
+    with running(tunnel_for(server, local_forwards=[f"0:127.0.0.1:{echo.port}"], keepalive_interval=keepalive)) as engine:
+        assert echo_roundtrip(bound(engine), b"before") == b"before"
+        first = engine.chain.target
+        for pid in server.child_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # the per-connection sshd: our session ends as if the server dropped it
+        started = time.monotonic()
+        assert wait_until(lambda: engine.reconnects >= 1 and engine.state == "up", 20), engine.status()
+        elapsed = time.monotonic() - started
+        assert engine.chain.target is not first
+        assert echo_roundtrip(bound(engine), b"after") == b"after"
+    assert elapsed < keepalive / 3, f"reconnected after {elapsed:.1f} s"
 
 
 def test_frozen_sshd_is_detected_within_budget(sandbox: t.Any, echo: LoopbackServer) -> None:

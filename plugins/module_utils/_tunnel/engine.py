@@ -76,6 +76,9 @@ class TunnelEngine:
         self.cut_connections = 0
         self.held_port_wait = HELD_PORT_WAIT
         self.stopping = threading.Event()
+        # Set by stop() and by the end of any transport of the chain: a session the server dropped is noticed at once,
+        # not at the next keepalive (5 s by default), which is how long the forwards would refuse every connection.
+        self._wake = threading.Event()
         self._lock = self.forward_set.lock
         self._supervisor: threading.Thread | None = None
 
@@ -117,6 +120,8 @@ class TunnelEngine:
             self.warnings = warnings
             self.connected_at = time.monotonic()
         self.forward_set.attach(chain)
+        for transport in chain.transports:
+            transport.on_end(self._wake.set)
         LOG.info("connected to %s through %d hop(s)", self.target_label, len(chain.transports) - 1)
 
     def stop(self, deadline: float = 10.0) -> int:
@@ -126,6 +131,7 @@ class TunnelEngine:
         transfer for a complete one.
         """
         self.stopping.set()
+        self._wake.set()
         self.state = "stopping"
         self.forward_set.stop_accepting()
         end = time.monotonic() + max(0.0, deadline)
@@ -163,7 +169,7 @@ class TunnelEngine:
         # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each.
         misses = 0
         interval, count_max = self.liveness()
-        if self.stopping.wait(interval):
+        if self._pause(interval):
             return
         while not self.stopping.is_set():
             chain = self.chain
@@ -171,7 +177,7 @@ class TunnelEngine:
                 answered = chain.target.request("keepalive@openssh.com", timeout=interval)[0]
                 if answered:
                     misses = 0
-                    if self.stopping.wait(interval):
+                    if self._pause(interval):
                         return
                     continue
                 misses += 1
@@ -186,6 +192,12 @@ class TunnelEngine:
             misses = 0
             if not self.tunnel.reconnect or not self._reconnect():
                 return
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait one keepalive interval, less when woken (see _wake); True when the tunnel is stopping."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+        return self.stopping.is_set()
 
     def _connection_lost(self, error: TunnelError) -> None:
         LOG.warning("%s", error)

@@ -15,11 +15,13 @@ import threading
 import time
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh import channel_order
+
 try:
     import paramiko
     import paramiko.channel
     from paramiko.buffered_pipe import PipeTimeout
-    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_WINDOW_ADJUST, cMSG_GLOBAL_REQUEST
+    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_GLOBAL_REQUEST
     from paramiko.message import Message
 
     HAS_PARAMIKO = True
@@ -199,11 +201,7 @@ def credit_window(channel: t.Any, amount: int) -> None:
     """Add ``amount`` read bytes to the channel's receive window, as paramiko's Channel.recv does for what it returns."""
     ack = channel._check_add_window(amount)
     if ack > 0:
-        message = Message()
-        message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
-        message.add_int(channel.remote_chanid)
-        message.add_int(ack)
-        channel.transport._send_user_message(message)
+        channel.transport._send_user_message(channel_order.window_adjust(channel, ack))
 
 
 def deliver_directly(channel: t.Any, sock: t.Any) -> t.Any:
@@ -240,8 +238,32 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
     def __init__(self, sock: t.Any) -> None:
         super().__init__(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
         self._burrow_request_lock = threading.Lock()
+        self._channels = channel_order.OrderingChannelMap()  # no channel exists yet: every one will be ordered
+        self.ended = threading.Event()
+        self._end_callbacks: list[t.Callable[[], None]] = []
         # Called as handler(channel, socket_path) on the transport thread for each forwarded-streamlocal channel.
         self.streamlocal_handler: t.Callable[[t.Any, str], None] | None = None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.ended.set()
+            for callback in list(self._end_callbacks):
+                callback()
+
+    def on_end(self, callback: t.Callable[[], None]) -> None:
+        """Call ``callback`` (on the transport thread) once the session has ended, at once if it already has."""
+        self._end_callbacks.append(callback)
+        if self.ended.is_set():
+            callback()
+
+    def _send_message(self, data: t.Any) -> None:
+        # Every user message is sent with clear_to_send_lock held (paramiko's _send_user_message): a channel's CLOSE
+        # and its data or EOF cannot pass each other here (channel_order.py).
+        if channel_order.admit(data):
+            super()._send_message(data)
+            channel_order.sent(data)
 
     def _parse_channel_open(self, m: t.Any) -> None:
         """paramiko's channel-open parser, plus forwarded-streamlocal@openssh.com (a connection to a remote Unix listener)."""
@@ -259,7 +281,7 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         m.get_string()  # reserved
         with self.lock:
             chanid = self._next_channel()
-            channel = paramiko.Channel(chanid)
+            channel = channel_order.OrderedChannel(chanid)
             self._channels.put(chanid, channel)
             self.channels_seen[chanid] = True
             channel._set_transport(self)
@@ -312,7 +334,7 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
             message.add_string(path)
             message.add_string("")
             message.add_int(0)
-            channel = paramiko.Channel(chanid)
+            channel = channel_order.OrderedChannel(chanid)
             self._channels.put(chanid, channel)
             self.channel_events[chanid] = event = threading.Event()
             self.channels_seen[chanid] = True
