@@ -247,6 +247,7 @@ def main() -> int:
                         inventory = work / "inventory.json"
                         inventory.write_text(json.dumps({"bench": {"hosts": {"bench-host": {}}, "vars": {**common, **variables, "ansible_pipelining": True}}}))
                         times: list[float] = []
+                        log_offset = target.log_path.stat().st_size
                         for _run in range(2):
                             accepted = target.log_path.read_text(errors="replace").count("Accepted publickey")
                             started = time.monotonic()
@@ -260,6 +261,13 @@ def main() -> int:
                         handshakes = target.log_path.read_text(errors="replace").count("Accepted publickey") - accepted
                         pairs.setdefault(name, []).append((times[0], times[1], handshakes))
                         print(f"round {round_index + 1}: {name}: {times[0]:.2f} s then {times[1]:.2f} s, handshakes in the second run {handshakes}", flush=True)
+                        with target.log_path.open("rb") as log:
+                            log.seek(log_offset)
+                            # Why a session ended (a handshake the second run should not have needed): sshd says so.
+                            lines = log.read().decode(errors="replace").splitlines()
+                        ended = [line for line in lines if "Disconnecting" in line or "nonexistent channel" in line]
+                        if ended:
+                            print(f"  sshd ended sessions in this round: {ended[:5]}", flush=True)
                         stop_persisted(control_dir, state_dir)
             if args.exec_runs > 0:
                 os.environ.update({key: env[key] for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR", "BURROW_STATE_DIR")})
