@@ -107,6 +107,6 @@ class OrderingChannelMap(_ChannelMapBase):  # type: ignore[misc,valid-type]
     """
 
     def put(self, chanid: int, chan: t.Any) -> None:
-        if type(chan) is _ChannelBase:
+        if isinstance(chan, _ChannelBase) and not isinstance(chan, OrderedChannel):
             chan.__class__ = OrderedChannel
         super().put(chanid, chan)

@@ -47,8 +47,8 @@ def _channel(transport: BurrowTransport, chanid: int, remote: int) -> t.Any:
 
 
 def test_every_registered_channel_is_ordered(wire: tuple[BurrowTransport, list[tuple[int, int]]]) -> None:
-    transport, _ = wire
-    assert type(_channel(transport, 1, 9)) is OrderedChannel
+    transport = wire[0]
+    assert isinstance(_channel(transport, 1, 9), OrderedChannel)
 
 
 def test_data_and_eof_built_before_the_close_never_follow_it(wire: tuple[BurrowTransport, list[tuple[int, int]]]) -> None:
