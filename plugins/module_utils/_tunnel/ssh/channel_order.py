@@ -73,30 +73,25 @@ class OrderedChannel(_ChannelBase):  # type: ignore[misc,valid-type]
 
 def window_adjust(channel: t.Any, amount: int) -> t.Any:
     """The WINDOW_ADJUST message adding ``amount`` bytes to ``channel``'s receive window."""
-    message = ChannelMessage(channel, cMSG_CHANNEL_WINDOW_ADJUST) if isinstance(channel, OrderedChannel) else Message()
-    if not isinstance(message, ChannelMessage):
-        message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
-        message.add_int(channel.remote_chanid)
+    message = ChannelMessage(channel, cMSG_CHANNEL_WINDOW_ADJUST)
     message.add_int(amount)
     return message
 
 
-def admit(message: t.Any) -> bool:
-    """Whether ``message`` may go on the wire now; call with the transport's send lock held, and ``sent`` after sending.
+def send_in_order(message: ChannelMessage, send: t.Callable[[t.Any], None]) -> None:
+    """``send(message)`` unless the channel's CLOSE is already out; call with the transport's send lock held.
 
-    Data after the channel's CLOSE raises, as paramiko's send on a closed channel does; EOF and window adjustments
-    are dropped (the channel is gone: they mean nothing any more).
+    Data after the CLOSE raises, as paramiko's send on a closed channel does; EOF and window adjustments are dropped
+    (the channel is gone: they mean nothing any more).
     """
-    if not isinstance(message, ChannelMessage) or not message.channel.close_sent:
-        return True
-    if message.kind == cMSG_CHANNEL_DATA:
-        raise OSError("Socket is closed")
-    return False
-
-
-def sent(message: t.Any) -> None:
-    if isinstance(message, ChannelMessage) and message.kind == cMSG_CHANNEL_CLOSE:
-        message.channel.close_sent = True
+    channel = message.channel
+    if channel.close_sent:
+        if message.kind == cMSG_CHANNEL_DATA:
+            raise OSError("Socket is closed")
+        return
+    send(message)
+    if message.kind == cMSG_CHANNEL_CLOSE:
+        channel.close_sent = True
 
 
 class OrderingChannelMap(_ChannelMapBase):  # type: ignore[misc,valid-type]

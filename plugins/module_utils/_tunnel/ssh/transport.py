@@ -239,7 +239,7 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         super().__init__(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
         self._burrow_request_lock = threading.Lock()
         self._channels = channel_order.OrderingChannelMap()  # no channel exists yet: every one will be ordered
-        self.ended = threading.Event()
+        self._ended = threading.Event()
         self._end_callbacks: list[t.Callable[[], None]] = []
         # Called as handler(channel, socket_path) on the transport thread for each forwarded-streamlocal channel.
         self.streamlocal_handler: t.Callable[[t.Any, str], None] | None = None
@@ -248,22 +248,23 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         try:
             super().run()
         finally:
-            self.ended.set()
+            self._ended.set()
             for callback in list(self._end_callbacks):
                 callback()
 
     def on_end(self, callback: t.Callable[[], None]) -> None:
         """Call ``callback`` (on the transport thread) once the session has ended, at once if it already has."""
         self._end_callbacks.append(callback)
-        if self.ended.is_set():
+        if self._ended.is_set():
             callback()
 
     def _send_message(self, data: t.Any) -> None:
         # Every user message is sent with clear_to_send_lock held (paramiko's _send_user_message): a channel's CLOSE
         # and its data or EOF cannot pass each other here (channel_order.py).
-        if channel_order.admit(data):
+        if isinstance(data, channel_order.ChannelMessage):
+            channel_order.send_in_order(data, super()._send_message)
+        else:
             super()._send_message(data)
-            channel_order.sent(data)
 
     def _parse_channel_open(self, m: t.Any) -> None:
         """paramiko's channel-open parser, plus forwarded-streamlocal@openssh.com (a connection to a remote Unix listener)."""
