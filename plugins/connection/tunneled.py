@@ -80,7 +80,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     TunnelError,
     Unreachable,
 )
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import DEFAULT_CONNECT_TIMEOUT
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.defaults import DEFAULT_CONNECT_TIMEOUT
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient, ExecStream
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.paths import owner_identity
 from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.protocol import KIND_EXIT, KIND_STDERR, KIND_STDOUT

@@ -36,6 +36,13 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.probes import ProbeSpec
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.defaults import (  # what an unset setting means
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HOST_KEY_CHECKING,
+    DEFAULT_KEEPALIVE_COUNT_MAX,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_USE_AGENT,
+)
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.validate import ALL_INTERFACES, is_loopback, resolves_to_loopback
 
 KINDS = ("local", "remote", "dynamic")
@@ -58,13 +65,6 @@ HOP_KEYS = (
     "compression",
 )
 # Tunnel-wide settings that every hop inherits unless it sets its own (a tunnel-wide proxy_command is the first hop's).
-# What an unset setting means, applied where the value is read (so that "unset" stays distinguishable from an explicit
-# value and the ssh_config can fill it, as with ssh): the tunnel's and every hop's.
-DEFAULT_KEEPALIVE_INTERVAL = 5
-DEFAULT_KEEPALIVE_COUNT_MAX = 3
-DEFAULT_CONNECT_TIMEOUT = 10
-DEFAULT_USE_AGENT = True
-DEFAULT_HOST_KEY_CHECKING = "strict"
 HOP_DEFAULT_KEYS = tuple(key for key in HOP_KEYS if key not in ("host", "port", "host_key_fingerprint", "proxy_command"))
 
 

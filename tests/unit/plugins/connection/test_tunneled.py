@@ -319,3 +319,24 @@ def test_a_session_s_audit_file_name_keeps_to_safe_characters(tmp_path: t.Any) -
     odd = os.path.basename(paths.connection_audit("../etc/passwd db"))
     assert odd.startswith("connection-_etc_passwd_db-") and "/" not in odd and odd.endswith(".audit.jsonl")
     assert paths.connection_audit("a b") != paths.connection_audit("a_b")
+
+
+def test_a_worker_imports_only_the_broker_client_not_the_engine() -> None:
+    """Ansible compiles a collection's sources in every task's worker: the plugin must not drag the engine in.
+
+    Importing spec/model.py (and the probes it carries) for one constant made the plugin's load 4x its own cost.
+    """
+    import pathlib
+    import subprocess
+    import sys
+
+    collections = pathlib.Path(__file__).resolve().parents[4] / ".build" / "collections"  # made by tests/conftest.py
+    probe = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]);"
+        "import ansible_collections.burrow.ssh.plugins.connection.tunneled;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ansible_collections.burrow') or m.startswith('paramiko'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, str(collections)], capture_output=True, text=True, timeout=120, check=True)
+    loaded = {name.rsplit(".", 1)[-1] if name.startswith("ansible_collections.burrow.ssh.plugins.") else name for name in json.loads(result.stdout)}
+    assert loaded & {"model", "probes", "engine", "forward_set", "declaration", "server", "session", "paramiko"} == set(), loaded
+    assert {"tunneled", "client", "protocol", "errors", "defaults"} <= loaded
