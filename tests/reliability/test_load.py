@@ -49,7 +49,19 @@ async def _one_client(port: int, index: int, opened: asyncio.Event, counter: lis
     writer.write_eof()
     received = await asyncio.wait_for(reader.read(), 60)
     writer.close()
-    return "ok" if received == data else f"connection {index}: {len(received)} bytes back, content {'differs' if received else 'missing'}"
+    if received == data:
+        return "ok"
+    return f"connection {index}: {len(received)} bytes back, content {_whose(received) if received else 'missing'}"
+
+
+def _whose(received: bytes) -> str:
+    """Another connection's bytes (a crossed channel) or garbled ones: what a failure needs to say to be chased."""
+    owners = [index for index in range(CONCURRENT) if received == hashlib.sha256(str(index).encode()).digest() * 128]
+    if owners:
+        return f"is connection {owners[0]}'s"
+    blocks = {received[offset : offset + 32] for offset in range(0, len(received), 32)}
+    mine = {index for index in range(CONCURRENT) if hashlib.sha256(str(index).encode()).digest() in blocks}
+    return f"differs (32-byte blocks of connections {sorted(mine)[:5]} among {len(blocks)} distinct blocks)"
 
 
 async def _concurrent(port: int) -> list[str]:
