@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -121,6 +122,35 @@ def stop_persisted(control_dir: pathlib.Path, state_dir: pathlib.Path) -> None:
         time.sleep(0.05)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a running process (all its threads), 0.0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def persistent_pids(control_dir: pathlib.Path, state_dir: pathlib.Path) -> list[int]:
+    """The processes that outlive a run and serve the next: ssh's ControlPersist masters, burrow's session broker."""
+    pids = []
+    for sock in control_dir.iterdir():
+        check = subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "check", "x"], capture_output=True, text=True, timeout=30, check=False)
+        if "pid=" in check.stderr:
+            pids.append(int(check.stderr.split("pid=", 1)[1].split(")", 1)[0]))
+    if any(state_dir.glob("broker-*.sock")):
+        from ansible_collections.burrow.ssh.plugins.plugin_utils._broker.client import BrokerClient
+
+        with contextlib.suppress(Exception):
+            pids.append(int(BrokerClient(str(state_dir)).call({"op": "status"}, timeout=10)["pid"]))
+    return pids
+
+
 def has_paramiko_ssh() -> bool:
     result = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-doc"), "-t", "connection", "-l"], capture_output=True, text=True, timeout=120, check=False)
     return "paramiko_ssh" in result.stdout
@@ -145,6 +175,8 @@ def main() -> int:
     exec_results: dict[str, dict[str, float]] = {}
     task_times: dict[str, list[list[dict[str, t.Any]]]] = {}
     pairs: dict[str, list[tuple[float, float, int]]] = {}
+    second_tasks: dict[str, list[list[dict[str, t.Any]]]] = {}
+    second_cpu: dict[str, list[tuple[float, float]]] = {}
     try:
         with contextlib.ExitStack() as stack:
             import pytest
@@ -248,16 +280,28 @@ def main() -> int:
                         inventory.write_text(json.dumps({"bench": {"hosts": {"bench-host": {}}, "vars": {**common, **variables, "ansible_pipelining": True}}}))
                         times: list[float] = []
                         log_offset = target.log_path.stat().st_size
-                        for _run in range(2):
+                        for run_index in range(2):
                             accepted = target.log_path.read_text(errors="replace").count("Accepted publickey")
+                            # CPU of the run: ansible-playbook and everything it waited for (workers, ssh clients), plus
+                            # what the processes kept from the first run (masters, broker) spent meanwhile.
+                            kept = persistent_pids(control_dir, state_dir)
+                            kept_before = {pid: process_cpu(pid) for pid in kept}
+                            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                             started = time.monotonic()
                             run = subprocess.run(
                                 [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(short)], capture_output=True, text=True, env=env, timeout=900, check=False
                             )
                             times.append(time.monotonic() - started)
+                            children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                            if run_index == 1:
+                                run_cpu = children_after.ru_utime + children_after.ru_stime - children_before.ru_utime - children_before.ru_stime
+                                kept_cpu = sum(process_cpu(pid) - before for pid, before in kept_before.items())
+                                second_cpu.setdefault(name, []).append((run_cpu, kept_cpu))
                             if run.returncode != 0:
                                 print(f"{name}: FAILED (rc {run.returncode})\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}", file=sys.stderr)
                                 return 1
+                            if run_index == 1:
+                                second_tasks.setdefault(name, []).append(json.loads((work / "timings.json").read_text()))
                         handshakes = target.log_path.read_text(errors="replace").count("Accepted publickey") - accepted
                         pairs.setdefault(name, []).append((times[0], times[1], handshakes))
                         print(f"round {round_index + 1}: {name}: {times[0]:.2f} s then {times[1]:.2f} s, handshakes in the second run {handshakes}", flush=True)
@@ -312,6 +356,21 @@ def main() -> int:
                 f" handshakes in the second run {sorted({row[2] for row in rows})}"
             )
             print(f"  {'':40s} runs (first, second): {', '.join(f'{a:.2f}/{b:.2f}' for a, b, _h in rows)}")
+            tasks = summarize_tasks(second_tasks.get(label, []))
+            ours_tasks = summarize_tasks(second_tasks.get(next(name for name in pairs if name.startswith("burrow")), []))
+            print(
+                f"  {'':40s} second run's tasks: first {tasks['first_ms']:6.0f} ms (ratio {tasks['first_ms'] / ours_tasks['first_ms']:4.2f}),"
+                f" later median {tasks['steady_ms']:6.1f} ms (ratio {tasks['steady_ms'] / ours_tasks['steady_ms']:4.2f}),"
+                f" {tasks['stalls']:.0f} of {tasks['tasks']:.0f} later tasks hit the 1 s run_command stall"
+            )
+            cpu = [run + kept for run, kept in second_cpu.get(label, [])]
+            ours_cpu = [run + kept for run, kept in second_cpu.get(next(name for name in pairs if name.startswith("burrow")), [])]
+            if cpu and ours_cpu:
+                print(
+                    f"  {'':40s} second run's CPU: median {statistics.median(cpu):5.2f} s (ratio {statistics.median(cpu) / statistics.median(ours_cpu):4.2f});"
+                    f" runs (ansible-playbook with its workers and ssh clients + the masters or broker kept from the first run):"
+                    f" {', '.join(f'{run:.2f}+{kept:.2f}' for run, kept in second_cpu[label])}"
+                )
     if exec_results:
         print(f"\nexec_command through the bastion, median of {args.exec_runs} runs (a new connection object per run, session already up):")
         ours_exec = exec_results.get("burrow.ssh.tunneled", {})
