@@ -384,6 +384,56 @@ def test_a_session_the_server_ends_is_noticed_at_once_not_at_the_next_keepalive(
     assert elapsed < keepalive / 3, f"reconnected after {elapsed:.1f} s"
 
 
+def _end_seen_by(conn: socket.socket, deadline: float = 20) -> str:
+    """How a connection ends for its owner: "reset" (RST) or "end of stream" (FIN), reading until then."""
+    conn.settimeout(deadline)
+    try:
+        while conn.recv(65536):
+            pass
+    except ConnectionResetError:
+        return "reset"
+    return "end of stream"
+
+
+def _kill_sessions(server: t.Any) -> None:
+    for pid in server.child_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # the per-connection sshd: our session ends as if the server dropped it
+
+
+def test_a_session_lost_mid_transfer_resets_the_local_client_not_a_clean_end(sandbox: t.Any, echo: LoopbackServer) -> None:
+    """A -L transfer cut by the loss of the SSH session must not look complete: the client gets a reset, not a FIN."""
+    server = sandbox.start_sshd()
+    with running(tunnel_for(server, local_forwards=[f"0:127.0.0.1:{echo.port}"], keepalive_interval=60)) as engine:
+        with socket.create_connection(bound(engine), timeout=10) as client:
+            client.sendall(b"part of a transfer")
+            assert recv_all(client, len(b"part of a transfer")) == b"part of a transfer"
+            _kill_sessions(server)
+            assert _end_seen_by(client) == "reset"
+
+
+def test_a_session_lost_mid_transfer_resets_the_remote_forward_s_local_destination(sandbox: t.Any) -> None:
+    """The same for -R: the local destination of a connection whose session died gets a reset, not an end of stream."""
+    server = sandbox.start_sshd()
+    accepted: list[socket.socket] = []
+    arrived = threading.Event()
+
+    def hold(conn: socket.socket) -> None:
+        accepted.append(conn.dup())
+        arrived.set()
+
+    with LoopbackServer(hold) as destination:
+        with running(tunnel_for(server, remote_forwards=[f"127.0.0.1:0:127.0.0.1:{destination.port}"], keepalive_interval=60)) as engine:
+            _host, port = bound(engine)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"part of a transfer")
+                assert arrived.wait(10), "the connection did not reach the destination"
+                with accepted[0] as conn:
+                    assert recv_all(conn, len(b"part of a transfer")) == b"part of a transfer"
+                    _kill_sessions(server)
+                    assert _end_seen_by(conn) == "reset"
+
+
 def test_frozen_sshd_is_detected_within_budget(sandbox: t.Any, echo: LoopbackServer) -> None:
     server = sandbox.start_sshd()
     with running(tunnel_for(server, local_forwards=[f"0:127.0.0.1:{echo.port}"], keepalive_interval=1, keepalive_count_max=3)) as engine:

@@ -122,13 +122,9 @@ class Connection:
         """
         self.cut.set()
         for end in self.ends:
-            with contextlib.suppress(Exception):
-                if hasattr(end, "shutdown_write"):
-                    end.eof_sent = True  # paramiko then sends only CHANNEL_CLOSE
-                    end.close()
-                else:
-                    end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    end.shutdown(socket.SHUT_RD)  # wakes a blocked recv; sends nothing; the close then sends RST
+            if hasattr(end, "shutdown_write"):
+                end.eof_sent = True  # paramiko then sends only CHANNEL_CLOSE
+            _reset(end)
 
 
 def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b"") -> str:
@@ -161,6 +157,10 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
                 received += len(data)
             if connection.cut.is_set():
                 return
+            if _lost_without_eof(channel):
+                state["broken"] = True
+                _reset(client)
+                return
             _half_close(client)
             # The peer ended its direction; if it closes the channel entirely, stop waiting for the client.
             while not finished.is_set() and not _fully_closed(channel):
@@ -187,7 +187,12 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
                 break
             channel.sendall(data)
             sent += len(data)
-        if not connection.cut.is_set():
+        if connection.cut.is_set():
+            pass
+        elif _lost_without_eof(client):
+            state["broken"] = True
+            _reset(channel)
+        else:
             _half_close(channel)
     except Exception:  # e.g. RST from the client: end this connection only
         state["broken"] = True
@@ -212,6 +217,24 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
     ended = "cut" if connection.cut.is_set() else "reset" if state["broken"] else "closed"
     audit.note_relay(sent, int(state["in"]), ended)  # the audit line is written when the handler returns
     return ended
+
+
+def _lost_without_eof(end: t.Any) -> bool:
+    """A channel that ended without the server's EOF: the SSH session died or the channel was closed under the relay.
+
+    Passing that on as a clean end of stream (FIN) would make a cut transfer look complete to the socket's peer.
+    """
+    return hasattr(end, "shutdown_write") and not getattr(end, "eof_received", True)
+
+
+def _reset(end: t.Any) -> None:
+    """Reset a socket end (TCP RST once it is closed) and wake whatever blocks on it; a channel end is just closed."""
+    with contextlib.suppress(Exception):
+        if hasattr(end, "shutdown_write"):
+            end.close()
+        else:
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            end.shutdown(socket.SHUT_RD)  # wakes a blocked recv; sends nothing; the close then sends RST
 
 
 def _half_close(end: t.Any) -> None:
