@@ -37,6 +37,7 @@ PATH_HINT = "an absolute Unix socket path of at most 103 bytes without control c
 FILE_PATTERN = r"^[^\x00-\x1f]+$"
 FILE_HINT = "a path without control characters"
 NAME_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}|\*)$"
+GROUP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_HINT = "1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit ('*' with state=absent)"
 FINGERPRINT_PATTERN = r"^(SHA256|sha256):[A-Za-z0-9+/]{43}=?$"
 FINGERPRINT_HINT = "an OpenSSH fingerprint SHA256:<43 base64 characters>"
@@ -167,6 +168,11 @@ TUNNEL_SCHEMA: dict[str, t.Any] = {
         "connect_timeout": _integer(1, 600, "Seconds allowed for each hop's connection."),
         "reconnect": {"description": "Reconnect with backoff when the connection drops.", "type": "boolean"},
         "max_connections": _integer(1, 100000, "Connections each listener serves at once; more are refused and counted (default 4096)."),
+        "process_group": {
+            "description": "Tunnels with the same process_group share one process per state directory; unset: a process of its own.",
+            "type": "string",
+            "pattern": GROUP_PATTERN,
+        },
         "audit": {
             "description": "Who used the tunnel, one JSON line per connection: file (0600, in state_dir), syslog (authpriv) or none.",
             "enum": ["file", "syslog", "none"],

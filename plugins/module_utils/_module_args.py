@@ -45,6 +45,7 @@ TUNNEL_ARGUMENT_SPEC: dict[str, t.Any] = {
     "reconnect": {"type": "bool", "default": True},
     "audit": {"type": "str", "choices": ["file", "syslog", "none"], "default": "file"},
     "max_connections": {"type": "int"},
+    "process_group": {"type": "str"},
     "lifetime": {"type": "str", "choices": ["persistent", "play"], "default": "persistent"},
     "ttl": {"type": "int"},
     "idle_timeout": {"type": "int"},

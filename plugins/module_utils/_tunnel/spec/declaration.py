@@ -158,6 +158,7 @@ DECLARATION_KEYS = frozenset(HOP_KEYS) | {
     "audit",
     "max_connections",
     "allow_non_loopback_bind",
+    "process_group",
 }
 AUDIT_SINKS = ("file", "syslog", "none")
 
@@ -238,6 +239,8 @@ def parse_declaration(params: t.Mapping[str, t.Any], ignore: t.Iterable[str] = (
         settings["reconnect"] = validate_bool(given("reconnect"), "reconnect")
     if given("max_connections") is not None:
         settings["max_connections"] = validate_range(given("max_connections"), "max_connections", 1, 100000)
+    if given("process_group") is not None:
+        settings["process_group"] = validate_name(given("process_group"), "process_group")
     if given("audit") is not None:
         settings["audit"] = validate_choice(given("audit"), "audit", AUDIT_SINKS)
     if given("allow_non_loopback_bind") is not None:

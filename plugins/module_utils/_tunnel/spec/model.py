@@ -236,6 +236,9 @@ class Tunnel:
     # unless allowed). Not part of identity() or digest(): changing it replaces no running tunnel, it is sent with `apply`.
     allow_non_loopback_bind: bool = False
     max_connections: int | None = None  # per listener; None: DEFAULT_MAX_CONNECTIONS (forward_set.py)
+    # Tunnels of one process_group share one host process per state directory (process/host.py); None: a process of its own.
+    # Part of the identity (a change is a replace); unset adds nothing to it, so existing digests stay the same.
+    process_group: str | None = None
 
     def __post_init__(self) -> None:
         if not self.hops:
@@ -258,6 +261,7 @@ class Tunnel:
             # Added keys appear only when not the default: a declaration without them keeps its digest.
             **({"audit": self.audit} if self.audit != "file" else {}),
             **({"max_connections": self.max_connections} if self.max_connections is not None else {}),
+            **({"process_group": self.process_group} if self.process_group is not None else {}),
         }
 
     def identity(self) -> dict[str, t.Any]:

@@ -36,3 +36,13 @@ def test_allow_non_loopback_bind_reaches_the_declaration_outside_its_digest() ->
     assert allowed.allow_non_loopback_bind is True
     assert parse_declaration(DECLARATION).allow_non_loopback_bind is False
     assert allowed.digest() == GOLDEN_DIGEST
+
+
+def test_process_group_is_part_of_the_identity_only_when_set() -> None:
+    grouped = parse_declaration({**DECLARATION, "process_group": "site-a"})
+    assert grouped.process_group == "site-a"
+    assert grouped.digest() != GOLDEN_DIGEST, "a changed process_group replaces the tunnel"
+    assert parse_declaration({**DECLARATION, "process_group": "site-b"}).digest() not in (GOLDEN_DIGEST, grouped.digest())
+    assert [forward.key() for forward in grouped.forwards] == GOLDEN_KEYS
+    # Unset (as the module passes it: None) leaves the digest of every existing declaration unchanged.
+    assert declaration_from_module({**DECLARATION, "process_group": None, "state": "present"}).digest() == GOLDEN_DIGEST
