@@ -94,9 +94,22 @@ tunnels:
       type: str
       sample: up
     pid:
-      description: The tunnel process.
+      description: The tunnel process (for a tunnel with a C(process_group), the group's host process).
       type: int
       sample: 41234
+    process_group:
+      description: The O(burrow.ssh.tunnel#module:process_group) the tunnel runs in; absent for a tunnel with a process of its own.
+      type: str
+      returned: when the tunnel has a process group
+      sample: site-a
+    shares_process_with:
+      description:
+        - The other tunnels running in the same process (same group, pid and start time): what a crash of that process
+          takes down with this tunnel. Empty for a tunnel with a process of its own.
+      type: list
+      elements: str
+      returned: when the tunnel has a process group
+      sample: [site-a-2, site-a-3]
     forwards:
       description: Each forward with C(key), C(kind), C(bound_host), C(bound_port), C(bound_path), C(connections_total),
         C(connections_active), C(bytes_in), C(bytes_out), C(failures), C(last_error).

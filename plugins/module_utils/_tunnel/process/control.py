@@ -15,9 +15,11 @@ import signal
 import time
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import group_lock
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
+    GroupPaths,
     TunnelPaths,
     check_state_dir,
     check_state_entry,
@@ -69,6 +71,24 @@ class TunnelHandle:
         # The same process (start time, despite pid reuse) and this user's: never signal another user's process.
         return process_start_time(pid) == self.state.get("start_time") and process_uid(pid) == os.getuid()
 
+    @property
+    def group(self) -> str | None:
+        group = (self.state or {}).get("group")
+        return str(group) if isinstance(group, str) else None
+
+    def siblings(self) -> list[str]:
+        """The other tunnels in this tunnel's live process (a process group's host): what its crash takes down too."""
+        if not self.group or not self.process_alive():
+            return []
+        names = []
+        for name in list_tunnel_names(self.paths.dir):
+            if name == self.name:
+                continue
+            other = TunnelHandle(self.paths.dir, name)
+            if other.state and other.pid == self.pid and other.state.get("start_time") == (self.state or {}).get("start_time"):
+                names.append(name)
+        return names
+
     def request(self, op: str, timeout: float = 15.0, **fields: t.Any) -> dict[str, t.Any]:
         return protocol.call(self.paths.socket, dict(fields, op=op), timeout, f"tunnel {self.name}")
 
@@ -87,6 +107,8 @@ class TunnelHandle:
             "digest": (self.state or {}).get("digest"),
             "spec": (self.state or {}).get("spec"),
         }
+        if self.group:
+            base.update(process_group=self.group, shares_process_with=self.siblings())
         if not self.process_alive():
             base.update({"status": "stale", "reason": "the tunnel process is gone but its files remain (killed or crashed)"})
             return base
@@ -107,22 +129,48 @@ class TunnelHandle:
         return base
 
     def stop(self, deadline: float = 10.0) -> bool:
-        """Stop the process (drain up to deadline, then force) and remove its files. True if anything existed."""
+        """Stop the tunnel (drain up to deadline, then force) and remove its files. True if anything existed.
+
+        The process is signalled (SIGTERM, then SIGKILL) only when the tunnel is alone in it: never a process group's
+        host that serves other tunnels. A grouped tunnel is locked with its group, so no tunnel joins the host meanwhile.
+        """
+        if not self.group:
+            return self._stop(deadline)
+        with group_lock(GroupPaths(self.paths.dir, self.group)):
+            return self._stop(deadline)
+
+    def _stop(self, deadline: float) -> bool:
         existed = self.exists
         pid = self.pid if self.process_alive() else None
         self.cut_connections = 0
         if pid is not None:
+            start_time = self.state.get("start_time") if self.state else None
+            others = self.siblings()
             try:
-                # Answered once the process has stopped, with the number of connections it cut after the drain time.
+                # Answered once the tunnel has stopped, with the number of connections it cut after the drain time.
                 answer = self.request("stop", timeout=deadline + 10, deadline=deadline, wait=True)
                 self.cut_connections = int(answer.get("cut_connections") or 0)
-            except TunnelError:
+                stopped = bool(answer.get("stopped", True))
+            except TunnelError as exc:
+                if others:
+                    raise self._shared(pid, others, f"its control socket did not answer: {exc}") from exc
                 signal_quietly(pid, signal.SIGTERM)
-            if not _wait_gone(pid, self.state.get("start_time") if self.state else None, deadline + KILL_GRACE):
+                stopped = False
+            if others:
+                if not stopped:
+                    raise self._shared(pid, others, f"it did not stop within {deadline + 5:g} s")
+            elif not _wait_gone(pid, start_time, deadline + KILL_GRACE):
                 signal_quietly(pid, signal.SIGKILL)
-                _wait_gone(pid, self.state.get("start_time") if self.state else None, KILL_GRACE)
+                _wait_gone(pid, start_time, KILL_GRACE)
         remove_quietly(*self.paths.files())
         return existed
+
+    def _shared(self, pid: int, others: list[str], why: str) -> ControlError:
+        return ControlError(
+            f"tunnel {self.name} (process group {self.group}) could not be stopped: {why}; its process {pid} also serves "
+            f"{', '.join(others)}, so it is not signalled",
+            advice=f"stop the whole group (state: absent for {', '.join([self.name, *others])}) or kill {pid}, which takes them all down",
+        )
 
 
 def signal_quietly(pid: int, signum: int) -> None:

@@ -90,6 +90,8 @@ class ControlServer:
         self.stop_requested = stop_requested
         self.stop_deadline = stop_deadline
         self.stopped = threading.Event()
+        # Set by a tunnel host when an exception escaped one of this tunnel's threads: the tunnel is reported down.
+        self.failed = ""
         self._replies = threading.Condition()
         self._waiting = 0
         with contextlib.suppress(FileNotFoundError):
@@ -129,15 +131,17 @@ class ControlServer:
     def _dispatch(self, request: dict[str, t.Any]) -> dict[str, t.Any]:
         op = request.get("op")
         if op == "status":
-            return {"ok": True, "status": self.engine.status()}
+            return {"ok": True, "status": self._status()}
         if op == "touch":
             self.engine.touch()
             return {"ok": True}
         if op == "probe":
             timeout = request.get("probe_timeout")
             results = self.engine.probe(float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None)
-            return {"ok": True, "status": self.engine.status(), "probe": results}
+            return {"ok": True, "status": self._status(), "probe": results}
         if op == "apply":
+            if self.failed:
+                raise ControlError(f"tunnel {self.engine.tunnel.name} failed ({self.failed}); it must be restarted")
             forwards = module_forward_lists(request)
             # The bind policy travels with the forwards (it is not part of the digest): remote_bind.py applies it.
             self.engine.forward_set.allow_non_loopback_bind = bool(request.get("allow_non_loopback_bind"))
@@ -160,6 +164,12 @@ class ControlServer:
                     self._waiting -= 1
                     self._replies.notify_all()
         raise ValueError(f"unknown op {op!r}")
+
+    def _status(self) -> dict[str, t.Any]:
+        status = self.engine.status()
+        if self.failed:
+            status.update(status="down", failed=self.failed)
+        return status
 
     def finish(self) -> None:
         """The engine stopped: answer the stop requests that wait for it (briefly), then close."""
@@ -220,15 +230,111 @@ def state_write_failed(path: str, exc: OSError) -> StateWriteFailed:
     )
 
 
-def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.Any] | None = None) -> int:
-    """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
-    set_process_title(f"burrow-tunnel {tunnel.name}")
+class TunnelRun:
+    """One tunnel inside a process (its own, or a group's host): its engine, control server, audit trail and stop."""
+
+    def __init__(self, tunnel: Tunnel, paths: TunnelPaths, owner: dict[str, t.Any] | None) -> None:
+        self.tunnel = tunnel
+        self.paths = paths
+        self.owner = owner
+        self.stop_requested = threading.Event()
+        self.stop_deadline = [10.0]
+        self.engine: TunnelEngine | None = None
+        self.server: ControlServer | None = None
+        self.trail: AuditTrail | None = None
+        self.stop_lock = threading.Lock()
+
+    def start(self, log: logging.Logger) -> dict[str, t.Any]:
+        """Start the engine, the control socket and the state file: the start report (ok, or the precise error)."""
+        tunnel, paths = self.tunnel, self.paths
+        engine = self.engine = TunnelEngine(tunnel)
+        try:
+            self.trail = engine.forward_set.audit = _audit_trail(tunnel, paths)
+            engine.start()
+        except TunnelError as exc:
+            log.error("start failed: %s", exc)
+            _close_audit(self.trail, paths)
+            return protocol.failure(exc)
+        except Exception as exc:  # reported to the module instead of dying silently
+            log.exception("start failed")
+            _close_audit(self.trail, paths)
+            return protocol.failure(exc)
+        try:
+            self.server = ControlServer(paths.socket, engine, self.stop_requested, self.stop_deadline)
+        except OSError as exc:
+            engine.stop(deadline=0)
+            _close_audit(self.trail, paths)
+            return protocol.failure(state_write_failed(paths.socket, exc))
+        state = {
+            "name": tunnel.name,
+            "pid": os.getpid(),
+            "start_time": process_start_time(os.getpid()),
+            "socket": paths.socket,
+            "log": paths.log,
+            "digest": tunnel.digest(),
+            "spec": tunnel.public_dict(),
+            "owner": self.owner,
+            "started_at": engine.started_at,
+            # A tunnel host's pid is every grouped tunnel's pid: a dead host makes them all stale at once.
+            **({"group": tunnel.process_group} if tunnel.process_group else {}),
+        }
+        try:
+            write_private_file(paths.state, json.dumps(state, indent=2, sort_keys=True))
+        except OSError as exc:
+            engine.stop(deadline=0)
+            self.server.close()
+            _close_audit(self.trail, paths)
+            return protocol.failure(state_write_failed(paths.state, exc))
+        log.info("tunnel %s up: %s", tunnel.name, ", ".join(engine.forwards))
+        return {"ok": True, "status": engine.status(), "pid": os.getpid()}
+
+    def live(self, log: logging.Logger) -> None:
+        """Until a stop request or the end of its lifetime (owner, ttl, idle); then stop the engine and answer."""
+        assert self.engine is not None and self.server is not None
+        engine, tunnel, owner = self.engine, self.tunnel, self.owner
+        started = time.monotonic()
+        reason = ""
+        trimmed_at = time.monotonic()
+        poll_interval = LIFETIME_POLL_INTERVAL if owner or tunnel.ttl or tunnel.idle_timeout else IDLE_POLL_INTERVAL
+        while not self.stop_requested.wait(poll_interval):
+            status = engine.status()
+            reason = _lifetime_reason(tunnel, status, owner, started)
+            if reason:
+                self.stop_deadline[0] = 2.0
+                break
+            if status["connections_active"] == 0 and time.monotonic() - status["idle_seconds"] > trimmed_at:
+                _release_freed_memory()  # once per quiet spell that follows traffic
+                trimmed_at = time.monotonic()
+        log.info("stopping: %s", reason or "stop requested")
+        self.stop_engine(self.stop_deadline[0])
+        self.server.finish()
+        log.info("stopped")
+
+    def stop_engine(self, deadline: float) -> None:
+        """Stop the engine once (a failed tunnel's is stopped when it fails, its stop request finds it stopped)."""
+        assert self.engine is not None
+        with self.stop_lock:
+            if self.engine.state != "stopped":
+                self.engine.stop(deadline=deadline)
+
+    def remove_files(self) -> None:
+        # A tunnel that ends (absent, play over, ttl, idle) leaves nothing on disk, its audit file included: lasting
+        # records belong to audit=syslog (the state directory is often XDG_RUNTIME_DIR, a tmpfs wiped at logout anyway).
+        _close_audit(self.trail, self.paths)
+        for path in (self.paths.state, self.paths.log, self.paths.rotated_log):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        remove_lock_file_if_free(self.paths)
+
+
+def process_setup(title: str, log_path: str | None) -> threading.Event:
+    """What every tunnel process does first: title, no core dumps, open-file limit, logging, signals."""
+    set_process_title(title)
     disable_core_dumps()  # the process holds keys, passphrases and SOCKS passwords in memory
     _raise_open_file_limit()
-    _setup_logging(paths.log)
-    log = logging.getLogger("burrow.daemon")
+    if log_path is not None:
+        _setup_logging(log_path)
     stop_requested = threading.Event()
-    stop_deadline = [10.0]
 
     def on_signal(_signum: int, _frame: t.Any) -> None:
         stop_requested.set()
@@ -236,6 +342,13 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    use_deque_pipes()
+    return stop_requested
+
+
+def reporter(ready_fd: int) -> t.Callable[[dict[str, t.Any]], None]:
+    with contextlib.suppress(OSError):
+        os.write(ready_fd, json.dumps({"starting": os.getpid()}).encode() + b"\n")
 
     def report(payload: dict[str, t.Any]) -> None:
         with contextlib.suppress(OSError):
@@ -243,73 +356,21 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
         with contextlib.suppress(OSError):
             os.close(ready_fd)
 
-    with contextlib.suppress(OSError):
-        os.write(ready_fd, json.dumps({"starting": os.getpid()}).encode() + b"\n")
-    use_deque_pipes()
-    engine = TunnelEngine(tunnel)
-    trail = None
-    try:
-        trail = engine.forward_set.audit = _audit_trail(tunnel, paths)
-        engine.start()
-    except TunnelError as exc:
-        log.error("start failed: %s", exc)
-        _close_audit(trail, paths)
-        report(protocol.failure(exc))
+    return report
+
+
+def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.Any] | None = None) -> int:
+    """Run the tunnel until stopped. Reports the start result as one JSON line on ready_fd."""
+    stop_requested = process_setup(f"burrow-tunnel {tunnel.name}", paths.log)
+    log = logging.getLogger("burrow.daemon")
+    report = reporter(ready_fd)
+    run = TunnelRun(tunnel, paths, owner)
+    run.stop_requested = stop_requested  # SIGTERM stops the tunnel, as a stop request does
+    started = run.start(log)
+    report(started)
+    if not started.get("ok"):
         return 1
-    except Exception as exc:  # reported to the module instead of dying silently
-        log.exception("start failed")
-        _close_audit(trail, paths)
-        report(protocol.failure(exc))
-        return 1
-    try:
-        server = ControlServer(paths.socket, engine, stop_requested, stop_deadline)
-    except OSError as exc:
-        engine.stop(deadline=0)
-        report(protocol.failure(state_write_failed(paths.socket, exc)))
-        return 1
-    state = {
-        "name": tunnel.name,
-        "pid": os.getpid(),
-        "start_time": process_start_time(os.getpid()),
-        "socket": paths.socket,
-        "log": paths.log,
-        "digest": tunnel.digest(),
-        "spec": tunnel.public_dict(),
-        "owner": owner,
-        "started_at": engine.started_at,
-    }
-    try:
-        write_private_file(paths.state, json.dumps(state, indent=2, sort_keys=True))
-    except OSError as exc:
-        engine.stop(deadline=0)
-        server.close()
-        report(protocol.failure(state_write_failed(paths.state, exc)))
-        return 1
-    log.info("tunnel %s up: %s", tunnel.name, ", ".join(engine.forwards))
-    report({"ok": True, "status": engine.status(), "pid": os.getpid()})
-    started = time.monotonic()
-    reason = ""
-    trimmed_at = time.monotonic()
-    poll_interval = LIFETIME_POLL_INTERVAL if owner or tunnel.ttl or tunnel.idle_timeout else IDLE_POLL_INTERVAL
-    while not stop_requested.wait(poll_interval):
-        status = engine.status()
-        reason = _lifetime_reason(tunnel, status, owner, started)
-        if reason:
-            stop_deadline[0] = 2.0
-            break
-        if status["connections_active"] == 0 and time.monotonic() - status["idle_seconds"] > trimmed_at:
-            _release_freed_memory()  # once per quiet spell that follows traffic
-            trimmed_at = time.monotonic()
-    log.info("stopping: %s", reason or "stop requested")
-    engine.stop(deadline=stop_deadline[0])
-    server.finish()
-    log.info("stopped")
+    run.live(log)
     logging.shutdown()
-    # A tunnel that ends (absent, play over, ttl, idle) leaves nothing on disk, its audit file included: lasting
-    # records belong to audit=syslog (the state directory is often XDG_RUNTIME_DIR, a tmpfs wiped at logout anyway).
-    _close_audit(trail, paths)
-    for path in (paths.state, paths.log, paths.rotated_log):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    remove_lock_file_if_free(paths)
+    run.remove_files()
     return 0

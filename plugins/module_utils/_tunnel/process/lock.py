@@ -23,7 +23,7 @@ import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, UntrustedState
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import TunnelPaths
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import GroupPaths, TunnelPaths
 
 LOCK_TIMEOUT = 300.0
 LOCK_POLL = 0.05
@@ -82,6 +82,33 @@ def remove_lock_file_if_free(paths: TunnelPaths) -> None:
         fd = _open_locked(paths.lock, time.monotonic())
         try:
             if not os.path.lexists(paths.state):
+                os.unlink(paths.lock)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def group_lock(paths: GroupPaths, timeout: float = LOCK_TIMEOUT) -> t.Iterator[None]:
+    """Exclusive per-group lock around finding or starting the group's host: two first tunnels of a group end in one host.
+
+    The lock file is removed on release when no host socket is left (the host removes it too when it ends, if free).
+    """
+    fd = _open_locked(paths.lock, time.monotonic() + timeout)
+    try:
+        yield
+    finally:
+        if not os.path.lexists(paths.socket):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.lock)
+        os.close(fd)
+
+
+def remove_group_lock_if_free(paths: GroupPaths) -> None:
+    """The host's end: remove the group's lock file unless a run holds it now (that run removes it itself)."""
+    with contextlib.suppress(OSError, ControlError, UntrustedState):
+        fd = _open_locked(paths.lock, time.monotonic())
+        try:
+            if not os.path.lexists(paths.socket):
                 os.unlink(paths.lock)
         finally:
             os.close(fd)

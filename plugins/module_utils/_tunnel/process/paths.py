@@ -153,6 +153,26 @@ class TunnelPaths:
         return (self.state, self.socket, self.log, self.rotated_log, self.audit, self.rotated_audit)
 
 
+class GroupPaths:
+    """The files of a process group's tunnel host: its socket (``add`` requests), its lock and its own log.
+
+    Dot-prefixed: a tunnel name starts with a letter or digit, so no tunnel's files can collide with a group's.
+    """
+
+    def __init__(self, state_dir: str, group: str) -> None:
+        self.dir = state_dir
+        self.group = group
+        self.lock = os.path.join(state_dir, ".group-" + group + ".lock")
+        self.log = os.path.join(state_dir, ".group-" + group + ".log")
+        self.rotated_log = self.log + ".1"
+        socket_path = os.path.join(state_dir, ".group-" + group + ".sock")
+        if len(socket_path.encode()) > MAX_SOCKET_PATH:
+            socket_path = os.path.join(state_dir, ".group-" + hashlib.sha256(group.encode()).hexdigest()[:16] + ".sock")
+        if len(socket_path.encode()) > MAX_SOCKET_PATH:
+            raise ValueError(f"state directory {state_dir} is too long for a Unix socket path (limit {MAX_SOCKET_PATH} bytes); choose a shorter state_dir")
+        self.socket = socket_path
+
+
 def list_tunnel_names(state_dir: str) -> list[str]:
     """Names with a state file, plus control sockets left behind without one (orphans to report and clean)."""
     if not check_state_dir(state_dir):
@@ -160,7 +180,7 @@ def list_tunnel_names(state_dir: str) -> list[str]:
     entries = os.listdir(state_dir)
     names = {entry[: -len(STATE_SUFFIX)] for entry in entries if entry.endswith(STATE_SUFFIX) and not entry.startswith(".")}
     for entry in entries:
-        if entry.endswith(".sock") and not entry.startswith("s-") and entry[: -len(".sock")] not in names:
+        if entry.endswith(".sock") and not entry.startswith(("s-", ".")) and entry[: -len(".sock")] not in names:
             names.add(entry[: -len(".sock")])
     return sorted(names)
 

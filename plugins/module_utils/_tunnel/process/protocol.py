@@ -47,7 +47,7 @@ def failure(exc: BaseException) -> dict[str, t.Any]:
     return {"ok": False, "error": TunnelError.wrap(exc).to_dict()}
 
 
-def _check_peer(sock: socket.socket, path: str, who: str) -> None:
+def check_peer(sock: socket.socket, path: str, who: str) -> None:
     """The process behind a control socket must be this user's (SO_PEERCRED): a planted socket is never sent a request."""
     peer_cred = getattr(socket, "SO_PEERCRED", None)
     if peer_cred is None:  # not Linux: the socket's owner and mode were checked before connecting
@@ -66,7 +66,7 @@ def call(path: str, request: t.Mapping[str, t.Any], timeout: float, who: str) ->
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        _check_peer(sock, path, who)
+        check_peer(sock, path, who)
         sock.sendall(encode(request))
         data = read_line(sock)
     except (OSError, ValueError) as exc:
