@@ -240,13 +240,16 @@ def test_the_host_refuses_an_add_from_another_uid(sshd: t.Any, echo: LoopbackSer
             sock.sendall(wire.encode() + b"\n")
             os.write(write_fd, protocol.read_line(sock))
             code = 0
+        except BaseException as exc:
+            os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode())
         finally:
             os._exit(code)
     os.close(write_fd)
     try:
-        assert os.waitpid(pid, 0)[1] == 0
+        code = os.waitpid(pid, 0)[1]
         with os.fdopen(read_fd, "rb") as pipe:
             answer = json.loads(pipe.read())
+        assert code == 0, answer
     finally:
         os.chmod(group.socket, 0o600)
         os.chmod(state_dir, 0o700)
@@ -254,3 +257,49 @@ def test_the_host_refuses_an_add_from_another_uid(sshd: t.Any, echo: LoopbackSer
     assert f"uid {ATTACKER} are refused" in answer["error"]["message"]
     assert not any(entry.startswith("planted") for entry in os.listdir(state_dir))
     assert TunnelHandle(state_dir, "good").inspect()["shares_process_with"] == []
+
+
+def test_first_tunnels_of_a_group_started_at_once_end_in_one_host(sshd: t.Any, echo: LoopbackServer, state_dir: str, tmp_path: Path) -> None:
+    """No host runs yet; three runs declare three tunnels of one group at once: the group lock makes one host."""
+    results = tmp_path / "results"
+    results.mkdir()
+    names = ["r0", "r1", "r2"]
+    pids = []
+    for name in names:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - one concurrent run
+            code = 1
+            try:
+                report = up(sshd, state_dir, name, echo)
+                (results / name).write_text(json.dumps({"pid": report["pid"], "action": report["action"]}))
+                code = 0
+            except BaseException as exc:
+                (results / name).write_text(json.dumps({"error": str(exc)}))
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    codes = [os.waitpid(pid, 0)[1] for pid in pids]
+    outcomes = [json.loads((results / name).read_text()) for name in names]
+    assert codes == [0, 0, 0], outcomes
+    assert len({outcome["pid"] for outcome in outcomes}) == 1, f"one host for the group: {outcomes}"
+    for name in names:
+        report = TunnelHandle(state_dir, name).inspect()
+        assert report["status"] == "up" and sorted(report["shares_process_with"]) == sorted(set(names) - {name})
+        assert echoes(listen(report))
+
+
+def test_a_stop_that_gets_no_answer_never_signals_a_host_that_serves_others(
+    sshd: t.Any, echo: LoopbackServer, state_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = up(sshd, state_dir, "a", echo)
+    b = up(sshd, state_dir, "b", echo)
+
+    def no_answer(self: TunnelHandle, op: str, timeout: float = 15.0, **fields: t.Any) -> dict[str, t.Any]:
+        raise TunnelError(f"{op}: no answer (injected)")
+
+    monkeypatch.setattr(TunnelHandle, "request", no_answer)
+    with pytest.raises(TunnelError, match=r"could not be stopped: .*also serves a, so it is not signalled"):
+        manage.ensure_absent("b", state_dir, check_mode=False, drain_timeout=0)
+    monkeypatch.undo()
+    assert alive(a["pid"]) and echoes(listen(a)) and echoes(listen(b)), "neither tunnel was touched"
+    assert TunnelHandle(state_dir, "b").inspect()["status"] == "up", "b's files are kept: it still runs"

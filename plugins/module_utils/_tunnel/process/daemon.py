@@ -102,6 +102,8 @@ class ControlServer:
             self.sock.bind(path)
         finally:
             os.umask(old_umask)
+        bound = os.lstat(path)
+        self._inode = (bound.st_dev, bound.st_ino)
         self.sock.listen(16)
         self._thread = threading.Thread(target=self._serve, name="burrow-control", daemon=True)
         self._thread.start()
@@ -181,8 +183,11 @@ class ControlServer:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+        # Only the socket this server bound: in a tunnel host, the next tunnel of the same name may have bound its own.
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            current = os.lstat(self.path)
+            if (current.st_dev, current.st_ino) == self._inode:
+                os.unlink(self.path)
 
 
 def _close_audit(trail: AuditTrail | None, paths: TunnelPaths) -> None:
@@ -243,6 +248,8 @@ class TunnelRun:
         self.server: ControlServer | None = None
         self.trail: AuditTrail | None = None
         self.stop_lock = threading.Lock()
+        self.failed = ""  # set by a tunnel host's catch-all: why the tunnel is down
+        self.log_handler: logging.Handler | None = None  # in a tunnel host: this tunnel's own log
 
     def start(self, log: logging.Logger) -> dict[str, t.Any]:
         """Start the engine, the control socket and the state file: the start report (ok, or the precise error)."""
@@ -307,8 +314,7 @@ class TunnelRun:
                 trimmed_at = time.monotonic()
         log.info("stopping: %s", reason or "stop requested")
         self.stop_engine(self.stop_deadline[0])
-        self.server.finish()
-        log.info("stopped")
+        log.info("stopped")  # the caller answers the stop requests that wait (server.finish) once it has cleaned up
 
     def stop_engine(self, deadline: float) -> None:
         """Stop the engine once (a failed tunnel's is stopped when it fails, its stop request finds it stopped)."""
@@ -371,6 +377,8 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     if not started.get("ok"):
         return 1
     run.live(log)
+    assert run.server is not None
+    run.server.finish()
     logging.shutdown()
     run.remove_files()
     return 0

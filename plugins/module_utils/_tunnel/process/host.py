@@ -112,7 +112,6 @@ class TunnelHost:
         self.paths = GroupPaths(state_dir, group)
         self.router = router
         self.runs: dict[str, TunnelRun] = {}
-        self.failures: dict[str, str] = {}
         self.lock = threading.Lock()
         self.closing = False
         self.empty = threading.Event()
@@ -185,11 +184,12 @@ class TunnelHost:
             if name in self.runs:
                 return protocol.failure(ControlError(f"tunnel {name} already runs in the tunnel host of {self.group}"))
             self.runs[name] = run
-        self.router.tunnels[name] = _private_handler(run.paths.log)
+        run.log_handler = self.router.tunnels[name] = _private_handler(run.paths.log)
         log = logging.getLogger("burrow.daemon")
         started = run.start(log)
         if not started.get("ok"):
-            self._forget(name)
+            self._detach(run)
+            self._close_if_empty()
             return started
         start_thread(self._live, run, name="burrow-lifetime")
         return started
@@ -202,20 +202,28 @@ class TunnelHost:
             log.exception("the tunnel's lifetime loop failed; stopping it")
             with contextlib.suppress(Exception):
                 run.stop_engine(0)
+        finally:
+            # Files and name first, the answer to the stop request last: once the module hears "stopped" (and releases
+            # the name's lock), nothing of this run can touch a new tunnel of the same name.
+            self._detach(run)
+            run.remove_files()
             if run.server is not None:
                 run.server.finish()
-        finally:
-            self._forget(run.tunnel.name)
-            run.remove_files()
+            self._close_if_empty()
 
-    def _forget(self, name: str) -> None:
-        handler = self.router.tunnels.pop(name, None)
-        if handler is not None:
-            handler.close()
+    def _detach(self, run: TunnelRun) -> None:
+        name = run.tunnel.name
+        if self.router.tunnels.get(name) is run.log_handler:
+            self.router.tunnels.pop(name, None)
+        if run.log_handler is not None:
+            run.log_handler.close()
         with self.lock:
-            self.runs.pop(name, None)
-            self.failures.pop(name, None)
-            if self.runs:
+            if self.runs.get(name) is run:
+                del self.runs[name]
+
+    def _close_if_empty(self) -> None:
+        with self.lock:
+            if self.runs or self.closing:
                 return
             # The last tunnel ended: no add is accepted any more. The path goes first, then the socket, so a run that
             # connects now gets refused and starts a new host (under the group lock) instead of talking to this one.
@@ -237,13 +245,10 @@ class TunnelHost:
         """The catch-all: an exception escaped a thread of tunnel ``name``. Only that tunnel goes down."""
         with self.lock:
             run = self.runs.get(name)
-            first = run is not None and name not in self.failures
-            if first:
-                self.failures[name] = what
-        if run is None or not first:
-            return
-        log = logging.getLogger("burrow.daemon")
-        log.error("tunnel %s failed: %s; it is reported down until it is restarted (state: present repairs it)", name, what)
+            if run is None or run.failed:
+                return
+            run.failed = what
+        logging.getLogger("burrow.daemon").error("tunnel %s failed: %s; it is reported down until state: present repairs it", name, what)
         if run.server is not None:
             run.server.failed = what
         if run.engine is not None:
