@@ -17,7 +17,12 @@ all stopped before the next starts, so they do not share pages with each other):
            Ansible, and runs the tunnel process's own serve(); the declaration arrives on a stdin pipe
   shared   K TunnelEngine instances (threads) in one fresh interpreter, each with its own SSH connection and -L port
   shared+ctl  the same, each engine also with the control socket (and its thread) and audit trail serve() gives a tunnel
+  group    the real process_group path (issue 15's tunnel host): each tunnel declared with process_group through
+           manage.ensure_present() from a helper that imported the tunnel module, as the module does; the first one
+           forks the group's host, the others are added to it over the group socket; the host's PSS is counted
   ssh      one `ssh -N -L` per tunnel (the reference)
+
+    .venv/bin/python tests/scale/measure_tunnel_memory.py --designs group,ssh --counts 1,20,50
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import typing as t
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CHILD = HERE / "lean_tunnel_child.py"
-DESIGNS = ("spawn", "lean", "shared", "shared+ctl", "ssh")
+DESIGNS = ("spawn", "lean", "shared", "shared+ctl", "group", "ssh")
+GROUP = "mem"
 MAX_TUNNELS = 200
 START_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 10.0
@@ -238,6 +244,62 @@ class SshDesign(Design):
             bench.stop_popen(proc)
 
 
+class GroupDesign(Design):
+    """Tunnels of one process_group through ensure_present (the module's own path): one host process for all of them."""
+
+    def __init__(self, cfg: dict[str, t.Any], state_dir: str) -> None:
+        super().__init__(cfg, state_dir)
+        self.names: list[str] = []
+        self.host_pid = 0
+
+    def add(self, count: int) -> None:
+        names = [f"mem-group-{index}" for index in range(self.count, count)]
+        if not names:
+            return
+        cfg = dict(self.cfg["hop"], names=names, state_dir=self.state_dir)
+        helper = subprocess.Popen([sys.executable, __file__, "_group", json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            for _name in names:
+                report = read_line(helper, START_TIMEOUT)
+                if self.host_pid and int(report["pid"]) != self.host_pid:
+                    raise RuntimeError(f"tunnel {report.get('name')} runs in pid {report['pid']}, not in the group's host {self.host_pid}")
+                self.host_pid = int(report["pid"])
+                echo_ok(int(report["forwards"][0]["bound_port"]))
+            helper.wait(10)
+        finally:
+            bench.stop_popen(helper)
+        self.names += names
+        self.count = count
+
+    def pids(self) -> list[int]:
+        return [self.host_pid]
+
+    def stop(self) -> None:
+        from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import manage
+
+        with contextlib.suppress(Exception):
+            manage.ensure_absent("*", self.state_dir, check_mode=False, drain_timeout=0)
+        end = time.monotonic() + 15
+        while self.host_pid and bench.pid_alive(self.host_pid) and time.monotonic() < end:
+            time.sleep(0.05)  # the poll interval of a condition wait with a deadline
+        if self.host_pid and bench.pid_alive(self.host_pid):
+            bench.kill_pid(self.host_pid)
+
+
+def group_main(cfg: dict[str, t.Any]) -> int:
+    """The helper of the group design: imports what the tunnel module imports, then ensure_present per tunnel."""
+    import dataclasses
+
+    import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import manage
+
+    for name in cfg["names"]:
+        tunnel = dataclasses.replace(bench.burrow_tunnel_spec(cfg, name, kinds=("L",)), process_group=GROUP)
+        outcome = manage.ensure_present(tunnel, cfg["state_dir"], {}, check_mode=False, owner=None)
+        print(json.dumps(dict(outcome.report, name=name)), flush=True)
+    return 0
+
+
 def stop_side_by_side(jobs: list[tuple[t.Callable[..., None], tuple[t.Any, ...]]]) -> None:
     """Each stop waits for its process (bounded by the stop deadlines), so they run side by side, each joined with a bound."""
     threads = [threading.Thread(target=func, args=args, daemon=True) for func, args in jobs]
@@ -248,7 +310,14 @@ def stop_side_by_side(jobs: list[tuple[t.Callable[..., None], tuple[t.Any, ...]]
         thread.join(max(0.0, end - time.monotonic()))
 
 
-CLASSES: dict[str, type[Design]] = {"spawn": SpawnDesign, "lean": LeanDesign, "shared": SharedDesign, "shared+ctl": SharedControlDesign, "ssh": SshDesign}
+CLASSES: dict[str, type[Design]] = {
+    "spawn": SpawnDesign,
+    "lean": LeanDesign,
+    "shared": SharedDesign,
+    "shared+ctl": SharedControlDesign,
+    "group": GroupDesign,
+    "ssh": SshDesign,
+}
 
 
 def measure_design(design_name: str, cfg: dict[str, t.Any], counts: list[int], state_dir: str, log: t.Callable[[str], None]) -> dict[int, float]:
@@ -333,6 +402,9 @@ def render(rows: list[dict[str, t.Any]], designs: list[str], runs: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_group":
+        return group_main(json.loads(argv[1]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--counts", default="1,10,20,50", help=f"comma-separated tunnel counts (at most {MAX_TUNNELS})")
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole measurement (1-5); the table shows median and range")
