@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import LoopbackServer, echo_handler, echo_roundtrip, wait_until
 from test_engine import tunnel_for
+from test_tunnel_module import assert_ok, run, write_play
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import manage
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
@@ -36,6 +37,11 @@ ATTACKER = 65534
 def echo() -> t.Iterator[LoopbackServer]:
     with LoopbackServer(echo_handler) as server:
         yield server
+
+
+@pytest.fixture
+def inventory(sandbox_session: t.Any, tmp_path: Path) -> Path:
+    return Path(sandbox_session.write_inventory(tmp_path / "inventory.yml"))
 
 
 @pytest.fixture
@@ -303,3 +309,35 @@ def test_a_stop_that_gets_no_answer_never_signals_a_host_that_serves_others(
     monkeypatch.undo()
     assert alive(a["pid"]) and echoes(listen(a)) and echoes(listen(b)), "neither tunnel was touched"
     assert TunnelHandle(state_dir, "b").inspect()["status"] == "up", "b's files are kept: it still runs"
+
+
+def test_the_module_and_tunnel_info_show_the_group(ansible_playbook: t.Any, inventory: Path, state_dir: str, tmp_path: Path, echo: LoopbackServer) -> None:
+    """Through ansible-playbook: the option reaches the module (argument spec, schema, action plugin), tunnel_info shows it."""
+    play = write_play(
+        tmp_path,
+        f"""
+        - name: Two tunnels in one process group
+          burrow.ssh.tunnel:
+            <<: *server
+            name: "{{{{ item }}}}"
+            process_group: site-a
+            local_forwards: ["0:127.0.0.1:{echo.port}"]
+          loop: [one, two]
+          register: up
+        - burrow.ssh.tunnel_info:
+            state_dir: "{{{{ state_dir }}}}"
+          register: info
+        - ansible.builtin.assert:
+            that:
+              - up.results[0].tunnel.pid == up.results[1].tunnel.pid
+              - info.tunnels | map(attribute='process_group') | list == ['site-a', 'site-a']
+              - info.tunnels[0].shares_process_with == ['two']
+              - info.tunnels[1].shares_process_with == ['one']
+        - burrow.ssh.tunnel:
+            name: "*"
+            state: absent
+            state_dir: "{{{{ state_dir }}}}"
+        """,
+    )
+    assert_ok(run(ansible_playbook, play, inventory, Path(state_dir)))
+    assert wait_until(lambda: not os.path.isdir(state_dir) or os.listdir(state_dir) == [], 15), os.listdir(state_dir)
