@@ -43,6 +43,9 @@ def load_declaration(path: str) -> tuple[Tunnel, list[str]]:
         raise SpecError("declaration", path, "must be a JSON object of burrow.ssh.tunnel options")
     if params.get("lifetime", "persistent") != "persistent":
         raise SpecError("lifetime", params.get("lifetime"), "must be persistent for a tunnel kept up by a service")
+    if params.get("process_group") is not None:
+        # One unit runs one tunnel in the foreground: a shared tunnel host would outlive or die with the wrong unit.
+        raise SpecError("process_group", params.get("process_group"), "is not supported for a tunnel kept up by a service (one unit per tunnel)")
     allowed = {key: value for key, value in params.items() if key not in NON_DECLARATION_OPTIONS or key == "allow_non_loopback_bind"}
     return tunnel_from_module(allowed)
 
