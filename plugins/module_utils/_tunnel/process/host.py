@@ -28,7 +28,7 @@ import struct
 import threading
 import typing as t
 
-from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, UntrustedState
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError, UntrustedState
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.daemon import (
@@ -159,7 +159,7 @@ class TunnelHost:
                 if tunnel.process_group != self.group:
                     raise ValueError(f"tunnel {tunnel.name} belongs to process group {tunnel.process_group!r}, not {self.group!r}")
                 run = TunnelRun(tunnel, TunnelPaths(self.state_dir, tunnel.name), request.get("owner"))
-            except (ValueError, TypeError, OSError) as exc:
+            except (ValueError, TypeError, OSError, TunnelError) as exc:
                 with contextlib.suppress(OSError):
                     conn.sendall(protocol.encode(protocol.failure(ControlError(f"bad request to the tunnel host of {self.group}: {exc}"))))
                 return
