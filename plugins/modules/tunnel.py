@@ -218,7 +218,7 @@ options:
   process_group:
     description:
       - Run the tunnel in the tunnel host process of this group (letters, digits, C(.), C(_) and C(-)) instead of a process of
-        its own. Tunnels of one user with the same O(process_group) and O(state_dir) share one process: each further tunnel
+        its own. Tunnels of one user with the same O(process_group) and O(state_dir) share one process; each further tunnel
         costs about 0.1 MiB instead of about 33 MiB (docs/architecture.md), but a crash of that process (C(kill -9), OOM kill,
         a fault in a C extension) takes down every tunnel of the group; the next O(state=present) restarts them.
       - Each grouped tunnel keeps its own SSH connection, supervision, control socket, state file, log and audit trail; an

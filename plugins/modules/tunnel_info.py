@@ -104,7 +104,7 @@ tunnels:
       sample: site-a
     shares_process_with:
       description:
-        - The other tunnels running in the same process (same group, pid and start time): what a crash of that process
+        - The other tunnels running in the same process (same group, pid and start time), so what a crash of that process
           takes down with this tunnel. Empty for a tunnel with a process of its own.
       type: list
       elements: str

@@ -297,7 +297,8 @@ class TunnelRun:
 
     def live(self, log: logging.Logger) -> None:
         """Until a stop request or the end of its lifetime (owner, ttl, idle); then stop the engine and answer."""
-        assert self.engine is not None and self.server is not None
+        if self.engine is None or self.server is None:
+            raise RuntimeError(f"tunnel {self.tunnel.name}: live() before start()")
         engine, tunnel, owner = self.engine, self.tunnel, self.owner
         started = time.monotonic()
         reason = ""
@@ -318,7 +319,8 @@ class TunnelRun:
 
     def stop_engine(self, deadline: float) -> None:
         """Stop the engine once (a failed tunnel's is stopped when it fails, its stop request finds it stopped)."""
-        assert self.engine is not None
+        if self.engine is None:
+            return
         with self.stop_lock:
             if self.engine.state != "stopped":
                 self.engine.stop(deadline=deadline)
@@ -377,8 +379,8 @@ def serve(tunnel: Tunnel, paths: TunnelPaths, ready_fd: int, owner: dict[str, t.
     if not started.get("ok"):
         return 1
     run.live(log)
-    assert run.server is not None
-    run.server.finish()
+    if run.server is not None:
+        run.server.finish()
     logging.shutdown()
     run.remove_files()
     return 0

@@ -133,10 +133,12 @@ class TunnelHost:
         start_thread(self._serve, name="burrow-host")
 
     def _serve(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
         while True:
             try:
-                assert self.sock is not None
-                conn = self.sock.accept()[0]
+                conn = sock.accept()[0]
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), name="burrow-host-client", daemon=True).start()
