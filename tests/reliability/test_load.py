@@ -97,6 +97,20 @@ def _processes_holding_descriptors(count: int) -> t.Iterator[int]:
             holder.communicate()
 
 
+def _failure_evidence(failures: list[str], handle: t.Any, status: dict[str, t.Any], lab: Lab) -> str:
+    """What a failed burst leaves to chase it: the tunnel's own account, its log and what the bastion's sshd said."""
+    try:
+        inspected = handle.inspect()
+        account = {key: inspected.get(key) for key in ("state", "reconnects", "last_error", "connections_active")}
+        account["forward"] = inspected["forwards"][0]
+    except Exception as exc:  # the evidence must not hide the failure
+        account = {"inspect failed": str(exc)}
+    log_tail = Path(status.get("log") or "/nonexistent").read_text(errors="replace").splitlines()[-15:] if status.get("log") else []
+    sshd_log = getattr(lab.bastion_sshd, "log_path", None)
+    sshd_lines = [line for line in Path(sshd_log).read_text(errors="replace").splitlines() if "hannel" in line or "isconnect" in line][-15:] if sshd_log else []
+    return f"{failures[:10]}; tunnel: {account}; tunnel log: {log_tail}; bastion sshd: {sshd_lines}"
+
+
 def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.Any) -> None:
     """1000 connections at once through one forward with the audit trail on (the default), every byte verified."""
     state_dir = str(tmp_path / "state")
@@ -109,7 +123,7 @@ def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.A
             results = asyncio.run(asyncio.wait_for(_concurrent(port), 240))
             elapsed = time.monotonic() - started
         failures = [result for result in results if result != "ok"]
-        assert failures == [], failures[:10]
+        assert failures == [], _failure_evidence(failures, handle, status, lab)
         report = handle.inspect()
         assert wait_until(lambda: handle.inspect()["connections_active"] == 0, 30), handle.inspect()["connections_active"]
         forward = handle.inspect()["forwards"][0]
