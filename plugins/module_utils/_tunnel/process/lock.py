@@ -61,16 +61,32 @@ def _open_locked(path: str, end: float) -> int:
 
 
 @contextlib.contextmanager
-def name_lock(paths: TunnelPaths, timeout: float = LOCK_TIMEOUT) -> t.Iterator[None]:
-    """Exclusive per-name lock; the state directory must exist. Removes the lock file if the name has no state left."""
-    fd = _open_locked(paths.lock, time.monotonic() + timeout)
+def _held(lock: str, kept_by: str, timeout: float) -> t.Iterator[None]:
+    """Exclusive lock on ``lock``; on release its file is removed when ``kept_by`` (what the lock guards) is gone."""
+    fd = _open_locked(lock, time.monotonic() + timeout)
     try:
         yield
     finally:
-        if not os.path.lexists(paths.state):
+        if not os.path.lexists(kept_by):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(paths.lock)
+                os.unlink(lock)
         os.close(fd)
+
+
+def _remove_if_free(lock: str, kept_by: str) -> None:
+    """Remove ``lock``'s file when ``kept_by`` is gone, unless a run holds the lock now (that run removes it itself)."""
+    with contextlib.suppress(OSError, ControlError, UntrustedState):
+        fd = _open_locked(lock, time.monotonic())
+        try:
+            if not os.path.lexists(kept_by):
+                os.unlink(lock)
+        finally:
+            os.close(fd)
+
+
+def name_lock(paths: TunnelPaths, timeout: float = LOCK_TIMEOUT) -> t.ContextManager[None]:
+    """Exclusive per-name lock; the state directory must exist. Removes the lock file if the name has no state left."""
+    return _held(paths.lock, paths.state, timeout)
 
 
 def remove_lock_file_if_free(paths: TunnelPaths) -> None:
@@ -78,37 +94,17 @@ def remove_lock_file_if_free(paths: TunnelPaths) -> None:
 
     The lock is taken without waiting: a run that holds it removes the file itself when it leaves no tunnel behind.
     """
-    with contextlib.suppress(OSError, ControlError, UntrustedState):
-        fd = _open_locked(paths.lock, time.monotonic())
-        try:
-            if not os.path.lexists(paths.state):
-                os.unlink(paths.lock)
-        finally:
-            os.close(fd)
+    _remove_if_free(paths.lock, paths.state)
 
 
-@contextlib.contextmanager
-def group_lock(paths: GroupPaths, timeout: float = LOCK_TIMEOUT) -> t.Iterator[None]:
+def group_lock(paths: GroupPaths, timeout: float = LOCK_TIMEOUT) -> t.ContextManager[None]:
     """Exclusive per-group lock around finding or starting the group's host: two first tunnels of a group end in one host.
 
     The lock file is removed on release when no host socket is left (the host removes it too when it ends, if free).
     """
-    fd = _open_locked(paths.lock, time.monotonic() + timeout)
-    try:
-        yield
-    finally:
-        if not os.path.lexists(paths.socket):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(paths.lock)
-        os.close(fd)
+    return _held(paths.lock, paths.socket, timeout)
 
 
 def remove_group_lock_if_free(paths: GroupPaths) -> None:
     """The host's end: remove the group's lock file unless a run holds it now (that run removes it itself)."""
-    with contextlib.suppress(OSError, ControlError, UntrustedState):
-        fd = _open_locked(paths.lock, time.monotonic())
-        try:
-            if not os.path.lexists(paths.socket):
-                os.unlink(paths.lock)
-        finally:
-            os.close(fd)
+    _remove_if_free(paths.lock, paths.socket)
