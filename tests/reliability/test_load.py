@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import resource
 import socket
 import statistics
@@ -51,7 +52,8 @@ async def _one_client(port: int, index: int, opened: asyncio.Event, counter: lis
     writer.close()
     if received == data:
         return "ok"
-    return f"connection {index}: {len(received)} bytes back, content {_whose(received) if received else 'missing'}"
+    client_port = writer.get_extra_info("sockname")[1]
+    return f"connection {index} (client port {client_port}): {len(received)} bytes back, content {_whose(received) if received else 'missing'}"
 
 
 def _whose(received: bytes) -> str:
@@ -97,8 +99,22 @@ def _processes_holding_descriptors(count: int) -> t.Iterator[int]:
             holder.communicate()
 
 
-def _failure_evidence(failures: list[str], handle: t.Any, status: dict[str, t.Any], lab: Lab) -> str:
-    """What a failed burst leaves to chase it: the tunnel's own account, its log and what the bastion's sshd said."""
+def _audit_lines_of(failures: list[str], audit_path: Path) -> list[str]:
+    """The audit lines (with their line numbers) of the failed connections' client ports: what the tunnel itself relayed for each.
+
+    A crossed connection whose own line shows its bytes relayed in full was crossed inside the tunnel process; one whose
+    line shows nothing came back from the server was crossed beyond it.
+    """
+    ports = set(re.findall(r"client port (\d+)", " ".join(failures)))
+    try:
+        lines = audit_path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return [f"audit file unreadable: {exc}"]
+    return [f"{number}: {line}" for number, line in enumerate(lines) if any(f':{port}"' in line for port in ports)][:20]
+
+
+def _failure_evidence(failures: list[str], handle: t.Any, status: dict[str, t.Any], lab: Lab, audit_path: Path) -> str:
+    """What a failed burst leaves to chase it: the tunnel's own account, its log, its audit lines and what the bastion's sshd said."""
     try:
         inspected = handle.inspect()
         account = {key: inspected.get(key) for key in ("state", "reconnects", "last_error", "connections_active")}
@@ -108,7 +124,8 @@ def _failure_evidence(failures: list[str], handle: t.Any, status: dict[str, t.An
     log_tail = Path(status.get("log") or "/nonexistent").read_text(errors="replace").splitlines()[-15:] if status.get("log") else []
     sshd_log = getattr(lab.bastion_sshd, "log_path", None)
     sshd_lines = [line for line in Path(sshd_log).read_text(errors="replace").splitlines() if "hannel" in line or "isconnect" in line][-15:] if sshd_log else []
-    return f"{failures[:10]}; tunnel: {account}; tunnel log: {log_tail}; bastion sshd: {sshd_lines}"
+    audit_lines = _audit_lines_of(failures, audit_path)
+    return f"{failures[:10]}; tunnel: {account}; tunnel log: {log_tail}; audit lines of the failed clients: {audit_lines}; bastion sshd: {sshd_lines}"
 
 
 def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.Any) -> None:
@@ -123,7 +140,7 @@ def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.A
             results = asyncio.run(asyncio.wait_for(_concurrent(port), 240))
             elapsed = time.monotonic() - started
         failures = [result for result in results if result != "ok"]
-        assert failures == [], _failure_evidence(failures, handle, status, lab)
+        assert failures == [], _failure_evidence(failures, handle, status, lab, Path(state_dir, "load.audit.jsonl"))
         report = handle.inspect()
         assert wait_until(lambda: handle.inspect()["connections_active"] == 0, 30), handle.inspect()["connections_active"]
         forward = handle.inspect()["forwards"][0]
