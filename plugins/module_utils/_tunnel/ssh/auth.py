@@ -20,12 +20,7 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import AuthenticationFailed
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Hop
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.hostkeys import fingerprint, fingerprint_blob
-
-try:
-    import paramiko
-except ImportError:  # pragma: no cover - the caller checks transport.HAS_PARAMIKO first
-    paramiko = None
-
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # None without it: callers check HAS_PARAMIKO
 
 DEFAULT_IDENTITY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # first: without invoke (library.py)
+
 try:
-    import paramiko
     from paramiko.common import cMSG_CHANNEL_CLOSE, cMSG_CHANNEL_DATA, cMSG_CHANNEL_EOF, cMSG_CHANNEL_WINDOW_ADJUST
     from paramiko.message import Message
     from paramiko.transport import ChannelMap

@@ -26,11 +26,7 @@ import typing as t
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import SpecError, Unreachable
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.forms import parse_jump_list
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Hop
-
-try:
-    import paramiko
-except ImportError:  # pragma: no cover - the caller checks transport.HAS_PARAMIKO first
-    paramiko = None
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import enable_match_exec, paramiko  # paramiko: None without it
 
 CONFIG_ENV = "BURROW_SSH_CONFIG"
 DEFAULT_CONFIG = "~/.ssh/config"
@@ -214,6 +210,7 @@ class SshConfig:
         self._config: t.Any = None
         if path is not None and paramiko is not None:
             text = expand_includes(path)
+            enable_match_exec(text)
             try:
                 self._config = paramiko.SSHConfig.from_text(text)
             except (paramiko.SSHException, ValueError) as exc:
@@ -229,7 +226,7 @@ class SshConfig:
         try:
             entry = dict(self._config.lookup(host))
         except (paramiko.SSHException, ValueError, KeyError, ImportError) as exc:
-            # ImportError: Match exec needs the invoke library, which paramiko imports only then.
+            # ImportError: Match exec needs the invoke library (library.enable_match_exec), which is not installed.
             raise Unreachable(f"cannot apply {self.path} to {host}: {exc or type(exc).__name__}", advice="fix that host's Host or Match lines") from exc
         command = entry.get("proxycommand")
         if isinstance(command, str):

@@ -17,11 +17,7 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import HostKeyMismatch, HostKeyUnknown
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.model import Hop
-
-try:
-    import paramiko
-except ImportError:  # pragma: no cover - the caller checks transport.HAS_PARAMIKO first
-    paramiko = None
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # None without it: callers check HAS_PARAMIKO
 
 
 def fingerprint(key: t.Any) -> str:

@@ -16,9 +16,9 @@ import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh import channel_order
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # first: without invoke (library.py)
 
 try:
-    import paramiko
     import paramiko.channel
     from paramiko.buffered_pipe import PipeTimeout
     from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_GLOBAL_REQUEST
