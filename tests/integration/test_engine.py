@@ -316,6 +316,54 @@ def test_far_end_closing_mid_send_never_ends_the_session(sshd: t.Any, echo: Loop
         assert echo_roundtrip(steady, b"same session") == b"same session"
 
 
+@pytest.mark.parametrize("kind", ["local", "remote"])
+def test_the_server_closing_channels_during_key_exchanges_never_stalls_the_session(sshd: t.Any, echo: LoopbackServer, kind: str) -> None:
+    """The far end closes connections while data flows (-L: the destination; -R: the client) and the session rekeys every 256 KiB.
+
+    paramiko sends the CLOSE answering the server's from its transport thread, the one thread that completes a key
+    exchange; before BurrowTransport held such messages until NEWKEYS, that thread waited for the exchange it alone could
+    finish, and after 30 s the session ended ("Key-exchange timed out waiting for key negotiation"; seen under load in the
+    test above, and within a few cycles here).
+    """
+    from paramiko.common import MSG_NEWKEYS
+
+    if kind == "local":
+        server = LoopbackServer(_take_some_then_close)
+        forwards = {"local_forwards": [f"0:127.0.0.1:{server.port}", f"0:127.0.0.1:{echo.port}"]}
+    else:
+        server = LoopbackServer(_endless_source)
+        forwards = {"remote_forwards": [f"127.0.0.1:0:127.0.0.1:{server.port}", f"127.0.0.1:0:127.0.0.1:{echo.port}"]}
+    with server, running(tunnel_for(sshd, **forwards)) as engine:
+        transport = engine.chain.target
+        key_exchanges = [0]
+        parse_newkeys = transport._handler_table[MSG_NEWKEYS]
+
+        def counted(message: t.Any) -> None:
+            key_exchanges[0] += 1
+            parse_newkeys(message)
+
+        transport._handler_table[MSG_NEWKEYS] = counted
+        transport.packetizer.REKEY_BYTES = 256 * 1024  # paramiko's default: 512 MiB
+        closing, steady = bound(engine, 0), bound(engine, 1)
+        deadline = time.monotonic() + 90
+        cycles, stalls = 0, []
+        while cycles < 60 and time.monotonic() < deadline and transport.is_active():
+            try:
+                if kind == "local":
+                    _send_until_refused(closing, time.monotonic() + 5)
+                else:
+                    _read_some_then_close(closing)
+            except TimeoutError:
+                stalls.append(cycles)
+                break
+            cycles += 1
+        assert not stalls and transport.is_active(), f"stalled at cycle {stalls} of {cycles}: {transport.get_exception()!r}"
+        assert engine.chain.target is transport and engine.reconnects == 0
+        assert cycles == 60, f"only {cycles} cycles in 90 s"
+        assert key_exchanges[0] >= 60, f"only {key_exchanges[0]} key exchanges: the rekeys this test is about did not happen"
+        assert echo_roundtrip(steady, b"same session") == b"same session"
+
+
 def test_connect_close_cycles_leak_nothing(sshd: t.Any, echo: LoopbackServer) -> None:
     with running(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{echo.port}"])) as engine:
         address = bound(engine)

@@ -241,6 +241,7 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         self._channels = channel_order.OrderingChannelMap()  # no channel exists yet: every one will be ordered
         self._ended = threading.Event()
         self._end_callbacks: list[t.Callable[[], None]] = []
+        self._held_during_kex: list[t.Any] = []  # the transport thread's own user messages, sent once NEWKEYS is in
         # Called as handler(channel, socket_path) on the transport thread for each forwarded-streamlocal channel.
         self.streamlocal_handler: t.Callable[[t.Any, str], None] | None = None
 
@@ -257,6 +258,33 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         self._end_callbacks.append(callback)
         if self._ended.is_set():
             callback()
+
+    def _send_user_message(self, data: t.Any) -> None:
+        """paramiko's, except that the transport thread never waits for a key exchange: it is the thread that completes it.
+
+        paramiko answers the server's CHANNEL_CLOSE from the transport thread (Channel._handle_close), and a remote
+        forward nobody listens for is closed there too. During a rekey paramiko made that thread wait for the key exchange
+        it alone could finish: after clear_to_send_timeout (30 s) the session ended with "Key-exchange timed out waiting
+        for key negotiation" (seen under load in tests/integration/test_engine.py, the far end closing -R connections while
+        data flowed). Such messages are held and sent, in order, right after NEWKEYS.
+        """
+        if threading.current_thread() is not self:
+            super()._send_user_message(data)
+            return
+        with self.clear_to_send_lock:
+            if not self.active:
+                return
+            if self.clear_to_send.is_set():
+                self._send_message(data)
+            else:
+                self._held_during_kex.append(data)
+
+    def _parse_newkeys(self, m: t.Any) -> None:
+        super()._parse_newkeys(m)
+        with self.clear_to_send_lock:
+            held, self._held_during_kex = self._held_during_kex, []
+            for message in held:
+                self._send_message(message)
 
     def _send_message(self, data: t.Any) -> None:
         # Every user message is sent with clear_to_send_lock held (paramiko's _send_user_message): a channel's CLOSE
