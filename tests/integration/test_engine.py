@@ -288,27 +288,37 @@ def _endless_source(conn: socket.socket) -> None:
         conn.sendall(block)
 
 
+def _closing_far_end(kind: str, echo: LoopbackServer) -> tuple[LoopbackServer, dict[str, list[str]]]:
+    """A far end that closes while data flows (-L: a destination taking 256 KiB; -R: an endless source), and forwards
+    to it (first) and to ``echo`` (second, the steady one)."""
+    if kind == "local":
+        server = LoopbackServer(_take_some_then_close)
+        return server, {"local_forwards": [f"0:127.0.0.1:{server.port}", f"0:127.0.0.1:{echo.port}"]}
+    server = LoopbackServer(_endless_source)
+    return server, {"remote_forwards": [f"127.0.0.1:0:127.0.0.1:{server.port}", f"127.0.0.1:0:127.0.0.1:{echo.port}"]}
+
+
+def _close_mid_send(kind: str, closing: tuple[str, int]) -> None:
+    """One connection through the closing forward: -L sends until the far end closes; -R reads some and closes."""
+    if kind == "local":
+        _send_until_refused(closing, time.monotonic() + 5)
+    else:
+        _read_some_then_close(closing)
+
+
 @pytest.mark.parametrize("kind", ["local", "remote"])
 def test_far_end_closing_mid_send_never_ends_the_session(sshd: t.Any, echo: LoopbackServer, kind: str) -> None:
     # The far end closes while we still send into the channel (iperf3 does this with its data connection): sshd then
     # closes the channel, and if any of our data or EOF reached it after our CLOSE, sshd would drop the whole session
     # ("data packet referred to nonexistent channel"). Before channel_order.py, 4 of 5 iperf3 loops died that way.
-    if kind == "local":
-        server = LoopbackServer(_take_some_then_close)
-        forwards = {"local_forwards": [f"0:127.0.0.1:{server.port}", f"0:127.0.0.1:{echo.port}"]}
-    else:
-        server = LoopbackServer(_endless_source)
-        forwards = {"remote_forwards": [f"127.0.0.1:0:127.0.0.1:{server.port}", f"127.0.0.1:0:127.0.0.1:{echo.port}"]}
+    server, forwards = _closing_far_end(kind, echo)
     with server, running(tunnel_for(sshd, **forwards)) as engine:
         transport = engine.chain.target
         closing, steady = bound(engine, 0), bound(engine, 1)
         deadline = time.monotonic() + 60
         cycles = 0
         while cycles < 500 and time.monotonic() < deadline and transport.is_active():
-            if kind == "local":
-                _send_until_refused(closing, time.monotonic() + 5)
-            else:
-                _read_some_then_close(closing)
+            _close_mid_send(kind, closing)
             cycles += 1
         assert transport.is_active(), f"the session ended after {cycles} closed-mid-send connection(s): {transport.get_exception()!r}"
         assert engine.chain.target is transport and engine.reconnects == 0
@@ -327,12 +337,7 @@ def test_the_server_closing_channels_during_key_exchanges_never_stalls_the_sessi
     """
     from paramiko.common import MSG_NEWKEYS
 
-    if kind == "local":
-        server = LoopbackServer(_take_some_then_close)
-        forwards = {"local_forwards": [f"0:127.0.0.1:{server.port}", f"0:127.0.0.1:{echo.port}"]}
-    else:
-        server = LoopbackServer(_endless_source)
-        forwards = {"remote_forwards": [f"127.0.0.1:0:127.0.0.1:{server.port}", f"127.0.0.1:0:127.0.0.1:{echo.port}"]}
+    server, forwards = _closing_far_end(kind, echo)
     with server, running(tunnel_for(sshd, **forwards)) as engine:
         transport = engine.chain.target
         key_exchanges = [0]
@@ -349,10 +354,7 @@ def test_the_server_closing_channels_during_key_exchanges_never_stalls_the_sessi
         cycles, stalls = 0, []
         while cycles < 60 and time.monotonic() < deadline and transport.is_active():
             try:
-                if kind == "local":
-                    _send_until_refused(closing, time.monotonic() + 5)
-                else:
-                    _read_some_then_close(closing)
+                _close_mid_send(kind, closing)
             except TimeoutError:
                 stalls.append(cycles)
                 break
