@@ -25,6 +25,7 @@ import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import audit
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_socket import listen_private_unix
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import deliver_directly
 
 # Measured: 256 KiB reads double download throughput against 16 KiB reads (docs/performance.md).
@@ -370,17 +371,7 @@ def bind_unix(path: str) -> socket.socket:
             raise OSError(98, f"{path} is in use by a running listener")
         finally:
             probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(path)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.umask(old_umask)
-    return sock
+    return listen_private_unix(path, LISTEN_BACKLOG)
 
 
 def describe_holder(port: int) -> str:

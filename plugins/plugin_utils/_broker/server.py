@@ -45,6 +45,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import (
     TunnelError,
 )
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.forward_set import ForwardSet
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_socket import listen_private_unix
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.chain import Chain, ChainBuilder, compression_warning
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.config import SshConfig
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import paramiko
@@ -486,14 +487,7 @@ class Broker:
                 self.stopping.set()
 
     def serve(self) -> None:
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            server.bind(self.paths.socket)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.paths.socket, 0o600)
-        server.listen(256)
+        server = listen_private_unix(self.paths.socket, 256)
         server.settimeout(REAP_INTERVAL)
         self.server = server
         identity = os.stat(self.paths.socket).st_ino

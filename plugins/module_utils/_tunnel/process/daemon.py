@@ -30,6 +30,7 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.audit import Au
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.engine import TunnelEngine
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, StateWriteFailed, TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_socket import listen_private_unix
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.lock import remove_lock_file_if_free
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.paths import (
@@ -96,15 +97,9 @@ class ControlServer:
         self._waiting = 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            self.sock.bind(path)
-        finally:
-            os.umask(old_umask)
+        self.sock = listen_private_unix(path, 16)
         bound = os.lstat(path)
         self._inode = (bound.st_dev, bound.st_ino)
-        self.sock.listen(16)
         self._thread = threading.Thread(target=self._serve, name="burrow-control", daemon=True)
         self._thread.start()
 

@@ -30,6 +30,7 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import ControlError, TunnelError, UntrustedState
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_socket import listen_private_unix
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import protocol
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.daemon import (
     LOG_MAX_BYTES,
@@ -122,14 +123,7 @@ class TunnelHost:
     def bind(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.paths.socket)  # a dead host's; the caller holds the group lock
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(self.paths.socket)
-        finally:
-            os.umask(old_umask)
-        sock.listen(64)
-        self.sock = sock
+        self.sock = listen_private_unix(self.paths.socket, 64)
         start_thread(self._serve, name="burrow-host")
 
     def _serve(self) -> None:
