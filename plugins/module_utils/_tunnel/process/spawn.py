@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -73,8 +75,7 @@ def _fork(tunnel: Tunnel, paths: TunnelPaths, timeout: float, serve: t.Callable[
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            os.closerange(3, write_fd)
-            os.closerange(write_fd + 1, 65536)
+            _park_inherited_descriptors(null, keep=write_fd)
             code = serve(write_fd)
         except BaseException:  # a child must never return into the caller's code
             code = 1
@@ -107,6 +108,35 @@ def _fork(tunnel: Tunnel, paths: TunnelPaths, timeout: float, serve: t.Callable[
             f"tunnel {tunnel.name}: the tunnel process did not report within {timeout:g} s and was killed" + (f"; its log said: {log_tail}" if log_tail else "")
         )
     return dict(report)
+
+
+def _park_inherited_descriptors(null: int, keep: int) -> None:
+    """Point every descriptor inherited from the caller (but ``keep``) at /dev/null ``null``, instead of closing it.
+
+    The caller's pipes must go, or Ansible waits for the module's output forever; but closing them handed their numbers
+    to the tunnel process's first client sockets while the objects the fork copied from the caller (a socket or file in
+    a reference cycle, say) still named them. When the garbage collector finalised one, it closed a live client
+    connection under its relay, and the next accepted connection took the number: in the 1000-connection load test,
+    connection 4's bytes reached connection 576 (full suite runs only, where pytest, the caller, holds many such objects).
+    Parked on /dev/null, the numbers stay taken for as long as the copied objects may close them.
+    """
+    try:
+        inherited = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: ask each number below the limit
+        limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)
+        inherited = [fd for fd in range(3, limit) if _is_open(fd)]
+    for fd in inherited:
+        if fd > 2 and fd not in (keep, null):
+            with contextlib.suppress(OSError):  # EBUSY or EINTR: that one stays as it is
+                os.dup2(null, fd)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _add_to_host(group: GroupPaths, tunnel: Tunnel, owner: dict[str, t.Any] | None, timeout: float) -> dict[str, t.Any] | None:
