@@ -61,6 +61,10 @@ def test_a_copied_object_closing_its_descriptor_in_the_tunnel_process_never_clos
     assert not set(report["clients"]) & set(numbers), (numbers, report["clients"])
 
 
+def _no_proc(path: str) -> list[str]:
+    raise OSError(f"{path}: no /proc here")
+
+
 @pytest.mark.parametrize("listing", [True, False])
 def test_every_inherited_descriptor_is_parked_on_dev_null_and_the_report_pipe_kept(listing: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without /proc the descriptors are found by fstat; either way the caller's pipes are released (Ansible waits for them)
@@ -73,7 +77,7 @@ def test_every_inherited_descriptor_is_parked_on_dev_null_and_the_report_pipe_ke
         try:
             os.close(report_read)
             if not listing:
-                monkeypatch.setattr(spawn.os, "listdir", lambda _path: (_ for _ in ()).throw(OSError("no /proc")))
+                monkeypatch.setattr(spawn.os, "listdir", _no_proc)
             null = os.open(os.devnull, os.O_RDWR)
             spawn._park_inherited_descriptors(null, keep=report_write)
             kinds = {str(fd): os.readlink(f"/proc/self/fd/{fd}") for fd in (read_end, write_end)}
