@@ -31,8 +31,8 @@ def _import_without_invoke() -> t.Any:
     try:
         import paramiko  # pylint: disable=import-outside-toplevel
     finally:
-        if held_back and "invoke" in sys.modules and sys.modules["invoke"] is None:
-            del sys.modules["invoke"]  # a later `import invoke` (enable_match_exec, another library) works as usual
+        if held_back:
+            sys.modules.pop("invoke", None)  # a later `import invoke` (enable_match_exec, another library) works as usual
     return paramiko
 
 
