@@ -48,6 +48,7 @@ DESIGNS = ("spawn", "lean", "shared", "shared+ctl", "group", "ssh")
 GROUP = "mem"
 MAX_TUNNELS = 200
 START_TIMEOUT = 60.0
+HELPER = pathlib.Path(__file__).with_name("group_module_helper.py")
 SETTLE_TIMEOUT = 10.0
 
 sys.path.insert(0, str(REPO / "tests" / "performance"))
@@ -256,8 +257,13 @@ class GroupDesign(Design):
         names = [f"mem-group-{index}" for index in range(self.count, count)]
         if not names:
             return
-        cfg = dict(self.cfg["hop"], names=names, state_dir=self.state_dir)
-        helper = subprocess.Popen([sys.executable, __file__, "_group", json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        cfg = {
+            "sys_path": [collections_root()],
+            "state_dir": self.state_dir,
+            "group": GROUP,
+            "tunnels": [bench.burrow_tunnel_params(self.cfg["hop"], name, kinds=("L",)) for name in names],
+        }
+        helper = subprocess.Popen([sys.executable, str(HELPER), json.dumps(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         try:
             for _name in names:
                 report = read_line(helper, START_TIMEOUT)
@@ -284,20 +290,6 @@ class GroupDesign(Design):
             time.sleep(0.05)  # the poll interval of a condition wait with a deadline
         if self.host_pid and bench.pid_alive(self.host_pid):
             bench.kill_pid(self.host_pid)
-
-
-def group_main(cfg: dict[str, t.Any]) -> int:
-    """The helper of the group design: imports what the tunnel module imports, then ensure_present per tunnel."""
-    import dataclasses
-
-    import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
-    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import manage
-
-    for name in cfg["names"]:
-        tunnel = dataclasses.replace(bench.burrow_tunnel_spec(cfg, name, kinds=("L",)), process_group=GROUP)
-        outcome = manage.ensure_present(tunnel, cfg["state_dir"], {}, check_mode=False, owner=None)
-        print(json.dumps(dict(outcome.report, name=name)), flush=True)
-    return 0
 
 
 def stop_side_by_side(jobs: list[tuple[t.Callable[..., None], tuple[t.Any, ...]]]) -> None:
@@ -403,8 +395,6 @@ def render(rows: list[dict[str, t.Any]], designs: list[str], runs: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "_group":
-        return group_main(json.loads(argv[1]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--counts", default="1,10,20,50", help=f"comma-separated tunnel counts (at most {MAX_TUNNELS})")
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole measurement (1-5); the table shows median and range")

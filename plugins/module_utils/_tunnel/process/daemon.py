@@ -297,6 +297,8 @@ class TunnelRun:
         engine, tunnel, owner = self.engine, self.tunnel, self.owner
         started = time.monotonic()
         reason = ""
+        # Forked from the module process: what the module freed before the fork is resident here until trimmed.
+        _release_freed_memory()
         trimmed_at = time.monotonic()
         poll_interval = LIFETIME_POLL_INTERVAL if owner or tunnel.ttl or tunnel.idle_timeout else IDLE_POLL_INTERVAL
         while not self.stop_requested.wait(poll_interval):
