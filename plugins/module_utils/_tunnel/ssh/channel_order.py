@@ -57,6 +57,10 @@ class OrderedChannel(_ChannelBase):  # type: ignore[misc,valid-type]
     def send(self, s: bytes) -> int:
         return int(self._send(s, ChannelMessage(self, cMSG_CHANNEL_DATA)))
 
+    def sendall(self, s: bytes) -> None:
+        # The transport batches the packets and checks this channel's CLOSE under its send lock, as send_in_order does.
+        self.transport.send_channel_data(self, s)
+
     def _send_eof(self) -> t.Any:
         # Called with the channel lock held, as paramiko's is.
         if self.eof_sent:

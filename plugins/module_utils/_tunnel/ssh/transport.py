@@ -17,6 +17,7 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh import channel_order
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # first: without invoke (library.py)
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.packetizer import BatchPacketizer
 
 try:
     import paramiko.channel
@@ -49,6 +50,8 @@ PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.co
 STREAMLOCAL_FORWARD = "streamlocal-forward@openssh.com"
 CANCEL_STREAMLOCAL_FORWARD = "cancel-streamlocal-forward@openssh.com"
 FORWARDED_STREAMLOCAL = "forwarded-streamlocal@openssh.com"
+# One write carries at most 16 packets (512 KiB of sshd's 32 KiB packets); a relay reads 256 KiB at a time.
+MAX_PACKETS_PER_WRITE = 16
 # Directly delivered bytes the reader credits at once: one wake-up per 256 KiB instead of one per 32 KiB packet.
 CREDIT_BATCH = WINDOW_SIZE // 16
 OPEN_FAILURE_REASONS = {1: "administratively prohibited", 2: "connect failed", 3: "unknown channel type", 4: "resource shortage"}
@@ -236,7 +239,7 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
     _active_check_timeout = 1.0
 
     def __init__(self, sock: t.Any) -> None:
-        super().__init__(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
+        super().__init__(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE, packetizer_class=BatchPacketizer)
         self._burrow_request_lock = threading.Lock()
         self._channels = channel_order.OrderingChannelMap()  # no channel exists yet: every one will be ordered
         self._ended = threading.Event()
@@ -278,6 +281,60 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
                 self._send_message(data)
             else:
                 self._held_during_kex.append(data)
+
+    def send_channel_data(self, channel: t.Any, data: t.Any) -> None:
+        """Channel.sendall for a relay thread: as many packets per write as the peer's window allows (packetizer.py).
+
+        Raises OSError once the channel is closed (before or while sending), socket.timeout as paramiko's does.
+        """
+        if threading.current_thread() is self:  # never the case for relayed data; the held-message path handles it
+            super(channel_order.OrderedChannel, channel).sendall(data)
+            return
+        view = memoryview(data).cast("B")
+        while view:
+            chunks = self._reserve_window(channel, view)
+            if not self._wait_clear_to_send():
+                return  # the session is gone: paramiko drops the data too, and the channel reports closed next
+            try:
+                if channel.close_sent:
+                    raise OSError("Socket is closed")
+                self.packetizer.send_channel_data(channel.remote_chanid, chunks)
+            finally:
+                self.clear_to_send_lock.release()
+            view = view[sum(len(chunk) for chunk in chunks) :]
+
+    @staticmethod
+    def _reserve_window(channel: t.Any, view: memoryview) -> list[memoryview]:
+        """Take up to the whole of ``view`` from the channel's send window, in packets the peer accepts."""
+        with channel.lock:
+            if channel.closed:
+                raise OSError("Socket is closed")
+            first = channel._wait_for_send_window(len(view))  # blocks for a window; caps at one packet
+            if first == 0:
+                raise OSError("Socket is closed")
+            chunks = [view[:first]]
+            taken = first
+            packet_limit = channel.out_max_packet_size - 64  # paramiko's margin for the packet's header
+            while taken < len(view) and channel.out_window_size > 0 and len(chunks) < MAX_PACKETS_PER_WRITE:
+                size = min(len(view) - taken, channel.out_window_size, packet_limit)
+                channel.out_window_size -= size
+                chunks.append(view[taken : taken + size])
+                taken += size
+            return chunks
+
+    def _wait_clear_to_send(self) -> bool:
+        """paramiko's wait in _send_user_message: True with clear_to_send_lock held, False when the session ended."""
+        start = time.time()
+        while True:
+            self.clear_to_send.wait(0.1)
+            if not self.active:
+                return False
+            self.clear_to_send_lock.acquire()
+            if self.clear_to_send.is_set():
+                return True
+            self.clear_to_send_lock.release()
+            if time.time() > start + self.clear_to_send_timeout:
+                raise paramiko.SSHException("Key-exchange timed out waiting for key negotiation")
 
     def _parse_newkeys(self, m: t.Any) -> None:
         super()._parse_newkeys(m)

@@ -1,0 +1,106 @@
+# Copyright (c) 2026, the burrow.ssh team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""Channel data sent as a batch of SSH packets in one socket write, with one copy of each byte before encryption.
+
+paramiko builds every 32 KiB CHANNEL_DATA packet (sshd's largest) on its own, copying the payload into a Message, out
+of it, into the padded packet, into the cipher's input and, encrypted, behind the length field, then a send() for that
+one packet; Channel.sendall also slices the rest of the caller's buffer after every packet (paramiko#2659). Here the
+payloads of up to a window's worth of packets are each joined once with their header and padding, encrypted, and
+written together.
+
+Only AES-GCM without compression takes this path (what the tunnel process negotiates); any other cipher state goes
+through paramiko's own send_message one packet at a time, so nothing about it changes. The sequence numbers, the GCM
+invocation counter and the rekey counters advance exactly as paramiko's do, under paramiko's own write lock.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import typing as t
+
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # first: without invoke (library.py)
+
+try:
+    from paramiko.common import MSG_CHANNEL_DATA
+    from paramiko.packet import Packetizer
+    from paramiko.ssh_exception import SSHException
+
+    _PacketizerBase: t.Any = Packetizer
+except ImportError:  # pragma: no cover - the transport module reports the missing library
+    _PacketizerBase = object
+    MSG_CHANNEL_DATA = 94
+    SSHException = Exception
+
+SEQUENCE_MASK = 0xFFFFFFFF
+GCM_COUNTER_MASK = 0xFFFFFFFFFFFFFFFF
+DATA_HEADER = struct.Struct(">BII")  # SSH_MSG_CHANNEL_DATA, recipient channel, string length
+PACKET_LENGTH = struct.Struct(">I")
+
+
+class RawMessage:
+    """The one method of paramiko's Message that Packetizer.send_message uses."""
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload = payload
+
+    def asbytes(self) -> bytes:
+        return self._payload
+
+
+class BatchPacketizer(_PacketizerBase):  # type: ignore[misc,valid-type]
+    """paramiko's Packetizer plus send_channel_data (several CHANNEL_DATA packets, one write)."""
+
+    def send_channel_data(self, remote_chanid: int, chunks: list[memoryview]) -> None:
+        """Send one CHANNEL_DATA packet per chunk, in order; the caller holds the transport's send lock and the window."""
+        if not self._Packetizer__aead_out or self._Packetizer__compress_engine_out is not None or self._Packetizer__dump_packets:
+            for chunk in chunks:
+                self.send_message(RawMessage(DATA_HEADER.pack(MSG_CHANNEL_DATA, remote_chanid, len(chunk)) + bytes(chunk)))
+            return
+        with self._Packetizer__write_lock:
+            engine = self._Packetizer__block_engine_out
+            block_size = self._Packetizer__block_size_out
+            fixed_iv = self._Packetizer__iv_out[:4]
+            counter = int.from_bytes(self._Packetizer__iv_out[4:], "big")
+            sequence = self._Packetizer__sequence_number_out
+            # Padding is random for GCM (paramiko's choice, RFC 4253 allows either): one urandom call for the batch.
+            padding_pool = os.urandom(block_size * len(chunks) + 4 * len(chunks))
+            pool_at = 0
+            wire: list[bytes] = []
+            for chunk in chunks:
+                header = DATA_HEADER.pack(MSG_CHANNEL_DATA, remote_chanid, len(chunk))
+                payload_length = len(header) + len(chunk)
+                # RFC 5647 7.2: the length field is not encrypted, so it does not count towards the block.
+                padding = 3 + block_size - ((payload_length + 4) % block_size)
+                length = PACKET_LENGTH.pack(payload_length + padding + 1)
+                body = b"".join((bytes((padding,)), header, chunk, padding_pool[pool_at : pool_at + padding]))
+                pool_at += padding
+                wire.append(length)
+                wire.append(engine.encrypt(fixed_iv + counter.to_bytes(8, "big"), body, length))
+                counter = (counter + 1) & GCM_COUNTER_MASK
+                sequence = (sequence + 1) & SEQUENCE_MASK
+                if sequence == 0 and not self._initial_kex_done:
+                    raise SSHException("Sequence number rolled over during initial kex!")
+            self._Packetizer__iv_out = fixed_iv + counter.to_bytes(8, "big")
+            self._Packetizer__sequence_number_out = sequence
+            out = b"".join(wire)
+            self.write_all(out)
+            self._Packetizer__sent_bytes += len(out)
+            self._Packetizer__sent_packets += len(chunks)
+            self._request_rekey_when_due()
+
+    def _request_rekey_when_due(self) -> None:
+        # paramiko's own rule (send_message), after each write.
+        due = self._Packetizer__sent_packets >= self.REKEY_PACKETS or self._Packetizer__sent_bytes >= self.REKEY_BYTES
+        if due and not self._Packetizer__need_rekey:
+            self._Packetizer__received_bytes_overflow = 0
+            self._Packetizer__received_packets_overflow = 0
+            self._trigger_rekey()
+
+
+__all__ = ["BatchPacketizer", "paramiko"]
