@@ -487,6 +487,11 @@ def hop_config(sshd: t.Any, service_port: int) -> dict[str, t.Any]:
 def burrow_tunnel_spec(cfg: dict[str, t.Any], name: str, kinds: t.Sequence[str] = KINDS) -> t.Any:
     from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
 
+    return parse_declaration(burrow_tunnel_params(cfg, name, kinds))
+
+
+def burrow_tunnel_params(cfg: dict[str, t.Any], name: str, kinds: t.Sequence[str] = KINDS) -> dict[str, t.Any]:
+    """The tunnel module's parameters for the benchmark's tunnel ``name`` with forwards of ``kinds``."""
     service = f"{SERVICE_HOST}:{cfg['service_port']}"
     params: dict[str, t.Any] = {
         "name": name,
@@ -502,7 +507,7 @@ def burrow_tunnel_spec(cfg: dict[str, t.Any], name: str, kinds: t.Sequence[str] 
         "remote_forwards": [f"{SERVICE_HOST}:0:{service}"] if "R" in kinds else [],
         "dynamic_forwards": [f"{SERVICE_HOST}:0"] if "D" in kinds else [],
     }
-    return parse_declaration(params)
+    return params
 
 
 def owner(pid: int | None = None) -> dict[str, t.Any]:
@@ -1465,7 +1470,11 @@ def render_markdown(results: dict[str, t.Any], chart_name: str | None) -> str:
     profile = results.get("profile")
     if profile:
         lines += ["", "### Profile of the burrow.ssh tunnel process (`py-spy record --gil`, 200 Hz: only samples of the thread holding the GIL)", ""]
+        if isinstance(profile.get("error"), str):
+            lines += [f"Not profiled: {profile['error']}", ""]
         for key, data in profile.items():
+            if not isinstance(data, dict):
+                continue
             kind, _sep, direction = key.rpartition(" ")
             kind = kind or "L"
             if "error" in data:
@@ -1723,8 +1732,11 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
             log(f"== py-spy profile of the burrow tunnel process ({settings.profile_seconds:g} s per row)")
             load("profile")
             results["profile"] = profile_burrow(burrow, service_port, block, settings.profile_seconds, workdir)
+            if "error" in results["profile"]:  # nothing was profiled (py-spy missing)
+                log(f"  profile: {results['profile']['error']}")
             for row_name, data in results["profile"].items():
-                log(f"  {row_name}: {data.get('error') or data.get('self', [])[:5]}")
+                if isinstance(data, dict):
+                    log(f"  {row_name}: {data.get('error') or data.get('self', [])[:5]}")
 
         for tunnel in reversed(tunnels):
             tunnel.stop()
