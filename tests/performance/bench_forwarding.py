@@ -1068,7 +1068,7 @@ def measure_slow_reader(tunnel: Tunnel, service_port: int, seconds: float) -> di
     }
 
 
-PROFILE_ROWS = (("L", "up"), ("R", "down"), ("L", "down"))  # the two rows where the tunnel sends into SSH, then one where it reads
+PROFILE_ROWS = (("L", "up"), ("R", "down"), ("L", "down"), ("D", "up"))  # the rows where the tunnel sends into SSH, one where it reads
 
 
 def profile_burrow(tunnel: Tunnel, service_port: int, block: bytes, seconds: float, workdir: pathlib.Path) -> dict[str, t.Any]:

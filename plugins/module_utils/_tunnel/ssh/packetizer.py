@@ -13,14 +13,20 @@ one packet; Channel.sendall also slices the rest of the caller's buffer after ev
 payloads of up to a window's worth of packets are each joined once with their header and padding, encrypted, and
 written together.
 
-Only AES-GCM without compression takes this path (what the tunnel process negotiates); any other cipher state goes
+Reads go the same way round: paramiko asks the socket for each packet's first block and then for its rest, two recv()
+calls per packet, each followed by the TCP_QUICKACK setsockopt (transport.py). read_all here takes up to 256 KiB at
+once from a socket and serves the packets from that.
+
+Only AES-GCM without compression takes the batched send path (what the tunnel process negotiates); any other cipher state goes
 through paramiko's own send_message one packet at a time, so nothing about it changes. The sequence numbers, the GCM
 invocation counter and the rekey counters advance exactly as paramiko's do, under paramiko's own write lock.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import struct
 import typing as t
 
@@ -28,19 +34,23 @@ from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library imp
 
 try:
     from paramiko.common import MSG_CHANNEL_DATA
-    from paramiko.packet import Packetizer
+    from paramiko.packet import NeedRekeyException, Packetizer
     from paramiko.ssh_exception import SSHException
 
     _PacketizerBase: t.Any = Packetizer
+    _ReadAheadSockets: tuple[type, ...] = (socket.socket, paramiko.Channel)
 except ImportError:  # pragma: no cover - the transport module reports the missing library
     _PacketizerBase = object
     MSG_CHANNEL_DATA = 94
-    SSHException = Exception
+    SSHException = NeedRekeyException = Exception
+    _ReadAheadSockets = (socket.socket,)
 
 SEQUENCE_MASK = 0xFFFFFFFF
 GCM_COUNTER_MASK = 0xFFFFFFFFFFFFFFFF
 DATA_HEADER = struct.Struct(">BII")  # SSH_MSG_CHANNEL_DATA, recipient channel, string length
 PACKET_LENGTH = struct.Struct(">I")
+# One recv() takes this much when it is there: eight of sshd's 32 KiB packets.
+READ_AHEAD = 256 * 1024
 
 
 class RawMessage:
@@ -54,7 +64,60 @@ class RawMessage:
 
 
 class BatchPacketizer(_PacketizerBase):  # type: ignore[misc,valid-type]
-    """paramiko's Packetizer plus send_channel_data (several CHANNEL_DATA packets, one write)."""
+    """paramiko's Packetizer plus send_channel_data (several CHANNEL_DATA packets, one write) and reads ahead."""
+
+    def __init__(self, sock: t.Any) -> None:
+        super().__init__(sock)
+        self._read_sock = sock
+        # Only where recv(n) returns what is there: paramiko's ProxyCommand waits until it has all n bytes.
+        self._reads_ahead = isinstance(sock, _ReadAheadSockets)
+        self._ahead = b""
+        self._ahead_at = 0
+
+    def read_all(self, n: int, check_rekey: bool = False) -> bytes:
+        """paramiko's read_all (same timeouts, keepalives and rekey check), taking up to READ_AHEAD per recv()."""
+        if not self._reads_ahead or self._Packetizer__remainder:
+            return bytes(super().read_all(n, check_rekey))  # the bytes after the banner come first, as paramiko has them
+        available = len(self._ahead) - self._ahead_at
+        if available >= n:
+            start = self._ahead_at
+            self._ahead_at += n
+            return self._ahead[start : start + n]
+        parts = [self._ahead[self._ahead_at :]] if available else []
+        self._ahead, self._ahead_at = b"", 0
+        missing = n - available
+        while missing > 0:
+            if self.handshake_timed_out():
+                raise EOFError()
+            try:
+                data = self._read_sock.recv(max(missing, READ_AHEAD))
+            except socket.timeout:
+                self._waited(check_rekey and not parts)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    self._waited(check_rekey and not parts)
+                    continue
+                if self._Packetizer__closed:
+                    raise EOFError() from exc
+                raise
+            if not data:
+                raise EOFError()
+            if len(data) > missing:
+                self._ahead = data
+                self._ahead_at = missing
+                data = data[:missing]
+            parts.append(data)
+            missing -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _waited(self, may_rekey: bool) -> None:
+        # What paramiko's read_all does when its socket's timeout passes without data.
+        if self._Packetizer__closed:
+            raise EOFError()
+        if may_rekey and self._Packetizer__need_rekey:
+            raise NeedRekeyException()
+        self._check_keepalive()
 
     def send_channel_data(self, remote_chanid: int, chunks: list[memoryview]) -> None:
         """Send one CHANNEL_DATA packet per chunk, in order; the caller holds the transport's send lock and the window."""
