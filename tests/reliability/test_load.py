@@ -149,7 +149,9 @@ def test_1000_concurrent_connections_through_one_forward(lab: Lab, tmp_path: t.A
         lines = [json.loads(line) for line in Path(state_dir, "load.audit.jsonl").read_text().splitlines()]
         assert len(lines) == CONCURRENT and {line["ended"] for line in lines} == {"closed"}
         assert all(line["client"].startswith("127.0.0.1:") for line in lines)
-        assert any(line["uid"] == os.getuid() for line in lines), "no connection of the burst was attributed to its uid"
+        # Every line: a burst must not hide who connected (the uid is one sock_diag request; only the pid scan is bounded).
+        unattributed = [line["client"] for line in lines if line["uid"] != os.getuid()]
+        assert unattributed == [], f"{len(unattributed)} connections of the burst without their uid, e.g. {unattributed[:3]}"
         verified = len(results) - len(failures)
         seconds = round(elapsed, 2)
         record("load_concurrent", connections=CONCURRENT, verified=verified, seconds=seconds, bytes_each_way=4096 * CONCURRENT, fds_elsewhere=descriptors)

@@ -37,6 +37,7 @@ import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.errors import TunnelError
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.private_log import PrivateRotatingFileHandler
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.sock_diag import socket_owner
 
 # Distinct uids kept in the in-memory summary; later ones are counted under uid null (the file has every line).
 MAX_SUMMARY_UIDS = 256
@@ -48,9 +49,9 @@ ENDINGS = ("closed", "reset", "refused", "cut")
 _CLIENT_USER = re.compile(r"for user '.*'$|for user \".*\"$")
 
 _current = threading.local()
-# Measured: reading the socket table and scanning the client user's processes for each of 1000 concurrent connections
-# starved the transport thread on a busy machine. Past this many connections being accepted or relayed at once, a new
-# connection's audit line has its client address but no uid or pid.
+# Measured: scanning the client user's processes for each of 1000 concurrent connections starved the transport thread
+# on a busy machine. Past this many connections being accepted or relayed at once, a new connection's audit line has
+# its client address and uid (sock_diag.py: one request) but no pid.
 PID_LOOKUP_MAX_OPEN = 32
 # The pid scan reads every descriptor of the client user's processes: with 38,000 open files among root's processes,
 # 32 scans at once held the GIL long enough that channel opens of the tunnel's transport timed out (tests/reliability/
@@ -89,7 +90,13 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def tcp_owner(client: tuple[str, int], server: tuple[str, int]) -> tuple[int, str] | None:
-    """(uid, inode) of the local socket ``client`` that is connected to ``server``, from /proc/net/tcp{,6}."""
+    """(uid, inode) of the local socket ``client`` that is connected to ``server``: sock_diag, else /proc/net/tcp{,6}."""
+    with contextlib.suppress(OSError, ValueError):
+        return socket_owner((_unmapped(client[0]), client[1]), (_unmapped(server[0]), server[1]))
+    return _tcp_owner_from_proc(client, server)
+
+
+def _tcp_owner_from_proc(client: tuple[str, int], server: tuple[str, int]) -> tuple[int, str] | None:
     for table in ("/proc/net/tcp", "/proc/net/tcp6") if ":" not in client[0] or client[0].startswith("::ffff:") else ("/proc/net/tcp6",):
         with contextlib.suppress(OSError), open(table, encoding="ascii") as handle:
             next(handle, None)
@@ -210,9 +217,9 @@ class AuditTrail:
                 with self._lock:
                     self._open += 1
                     busy = self._open > PID_LOOKUP_MAX_OPEN
-                # Who the client is costs a read of the socket table and a scan of that user's processes: only while the
-                # tunnel is not in a burst (the client address is always recorded).
-                entry.update(peer_identity(client, want_pid=not busy, want_uid=not busy))
+                # The uid is one sock_diag request and always looked up (a burst must not hide who connected); the pid
+                # costs a scan of that user's processes: only while the tunnel is not in a burst.
+                entry.update(peer_identity(client, want_pid=not busy))
             entry.update({"destination": str(destination) if destination is not None else None, "bytes_out": 0, "bytes_in": 0, "ended": "closed"})
             _current.entry = entry
             try:
