@@ -18,7 +18,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from engine_helpers import LoopbackServer, echo_handler, echo_roundtrip, wait_until
+from engine_helpers import LoopbackServer, echo_handler, echo_roundtrip, frozen, wait_until
 from test_engine import tunnel_for
 from test_tunnel_module import assert_ok, run, write_play
 
@@ -344,3 +344,22 @@ def test_the_module_and_tunnel_info_show_the_group(ansible_playbook: t.Any, inve
     )
     assert_ok(run(ansible_playbook, play, inventory, Path(state_dir)))
     assert wait_until(lambda: not os.path.isdir(state_dir) or os.listdir(state_dir) == [], 15), os.listdir(state_dir)
+
+
+def test_a_frozen_peer_of_one_grouped_tunnel_touches_only_that_tunnel(sshd: t.Any, sandbox: t.Any, echo: LoopbackServer, state_dir: str) -> None:
+    """SIGSTOP the sshd of one tunnel of the group: it notices by its keepalives and reconnects; the other goes on forwarding."""
+    frozen_sshd = sandbox.start_sshd()
+    tunnel = tunnel_for(frozen_sshd, name="a", local_forwards=[f"0:127.0.0.1:{echo.port}"], process_group="g1", keepalive_interval=1, keepalive_count_max=3)
+    first = dict(manage.ensure_present(tunnel, state_dir, {}, check_mode=False, owner=None).report)
+    second = up(sshd, state_dir, "b", echo)
+    assert first["pid"] == second["pid"], "one host process for the group"
+    assert echoes(listen(first)) and echoes(listen(second))
+    assert wait_until(lambda: bool(frozen_sshd.child_pids()), 5)
+    with frozen(frozen_sshd.child_pids()):
+        assert wait_until(lambda: (TunnelHandle(state_dir, "a").inspect().get("last_error") or {}).get("message"), 20), "the frozen peer was not noticed"
+        assert "keepalive" in TunnelHandle(state_dir, "a").inspect()["last_error"]["message"]
+        assert echoes(listen(second), b"while a's peer is frozen"), "the other tunnel of the group stopped forwarding"
+        assert TunnelHandle(state_dir, "b").inspect()["reconnects"] == 0
+    recovered = wait_until(lambda: TunnelHandle(state_dir, "a").inspect().get("reconnects", 0) >= 1 and echoes(listen(first), b"after"), 30)
+    assert recovered, TunnelHandle(state_dir, "a").inspect()
+    assert alive(int(first["pid"])) and TunnelHandle(state_dir, "b").inspect()["pid"] == second["pid"]

@@ -1,10 +1,11 @@
 # Copyright (c) 2026, the burrow.ssh team
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""paramiko is imported without invoke (5.2 MiB per tunnel process), and ssh_config's Match exec still works."""
+"""paramiko is imported without invoke (5.2 MiB per tunnel process) or importlib.metadata, and ssh_config's Match exec still works."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import pathlib
@@ -29,12 +30,32 @@ def test_the_tunnel_process_code_imports_paramiko_but_not_invoke() -> None:
         "from ansible_collections.burrow.ssh.plugins.module_utils._tunnel import engine, manage\n"
         "import paramiko.config\n"
         "print(json.dumps({'paramiko': 'paramiko.transport' in sys.modules, 'invoke': sorted(m for m in sys.modules if m.split('.')[0] == 'invoke'),"
-        " 'config_invoke': paramiko.config.invoke is not None, 'asyncio': 'asyncio' in sys.modules}))\n"
+        " 'config_invoke': paramiko.config.invoke is not None, 'asyncio': 'asyncio' in sys.modules,"
+        " 'held back': sorted(m for m in ('importlib.metadata', 'email', 'ssl') if m in sys.modules), 'version': paramiko.__version__}))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(COLLECTIONS)}, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen == {"paramiko": True, "invoke": [], "config_invoke": False, "asyncio": False}
+    expected = {"paramiko": True, "invoke": [], "config_invoke": False, "asyncio": False, "held back": [], "version": importlib.metadata.version("paramiko")}
+    assert seen == expected
+
+
+def test_the_version_stand_in_agrees_with_importlib_metadata() -> None:
+    """paramiko's version comes from its dist-info's name, as importlib.metadata reads it; anything else goes to the real one."""
+    assert library.installed_version("paramiko") == importlib.metadata.version("paramiko")
+    assert library.installed_version("cryptography") == importlib.metadata.version("cryptography")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        library.installed_version("burrow-no-such-distribution")
+
+
+def test_a_later_import_of_importlib_metadata_gets_the_real_module() -> None:
+    probe = (
+        "from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh import library\n"
+        "import importlib.metadata\n"
+        "print(importlib.metadata.version('paramiko'), hasattr(importlib.metadata, 'distributions'))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(COLLECTIONS)}, capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stdout.split()) == (0, [importlib.metadata.version("paramiko"), "True"]), result.stderr
 
 
 def test_a_later_import_of_invoke_is_not_blocked() -> None:
