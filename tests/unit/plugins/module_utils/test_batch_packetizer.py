@@ -69,7 +69,7 @@ def _read(reader: Packetizer, count: int) -> tuple[list[tuple[int, bytes]], list
 
     def run() -> None:
         try:
-            for _ in range(count):
+            for _index in range(count):
                 kind, message = reader.read_message()
                 got.append((kind, message.get_remainder()))
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
@@ -132,7 +132,7 @@ def test_reading_ahead_keeps_the_bytes_it_did_not_need_for_the_next_packet() -> 
             message.add_string(payload)
             sender.send_message(message)
         ours.shutdown(socket.SHUT_WR)
-        got = [reader.read_message() for _ in payloads]
+        got = [reader.read_message() for _payload in payloads]
         assert [(kind, message.get_remainder()) for kind, message in got] == [(MSG_CHANNEL_DATA, _data(5, payload)) for payload in payloads]
         with pytest.raises(EOFError):
             reader.read_message()
