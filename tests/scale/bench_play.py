@@ -94,6 +94,18 @@ def end_masters(state_dir: pathlib.Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def failures(result: t.Any) -> str:
+    """What the failed tasks said (the first few), from the sandbox_json document; the output's tail without one."""
+    document = result.json or {}
+    said = []
+    for play in document.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, outcome in task.get("hosts", {}).items():
+                if outcome.get("failed") or outcome.get("unreachable"):
+                    said.append(f"{host} {task.get('task', {}).get('name')}: {outcome.get('msg')} {str(outcome.get('stderr', ''))[-300:]}")
+    return "\n".join(said[:5]) if said else result.stdout[-3000:]
+
+
 def run_variant(variant: str, inventory: pathlib.Path, state_dir: pathlib.Path, forks: int, idle_seconds: float) -> dict[str, t.Any]:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     variables: dict[str, t.Any] = {"scale_state_dir": str(state_dir)}
@@ -107,7 +119,7 @@ def run_variant(variant: str, inventory: pathlib.Path, state_dir: pathlib.Path, 
     up_s = time.monotonic() - started
     ansible_cpu = children_cpu() - cpu_before
     if up.returncode != 0:
-        raise RuntimeError(f"{variant}: the up play failed:\n{up.stdout[-4000:]}\n{up.stderr[-2000:]}")
+        raise RuntimeError(f"{variant}: the up play failed: {failures(up)}\n{up.stderr[-2000:]}")
     verified = task_results(up.json, "The marker names this host and its site")
     failed = sorted(host for host, result in verified.items() if result.get("failed"))
     if failed or not verified:
@@ -119,7 +131,7 @@ def run_variant(variant: str, inventory: pathlib.Path, state_dir: pathlib.Path, 
     down = run_playbook(down_play, inventory, variables, env=env, timeout=PLAY_TIMEOUT)
     down_s = time.monotonic() - started
     if down.returncode != 0:
-        raise RuntimeError(f"{variant}: the down play failed:\n{down.stdout[-4000:]}\n{down.stderr[-2000:]}")
+        raise RuntimeError(f"{variant}: the down play failed: {failures(down)}\n{down.stderr[-2000:]}")
     gone = wait_until(lambda: not any(pathlib.Path(f"/proc/{pid}").exists() for pid in pids), 30)
     return {
         "up_and_verified_s": round(up_s, 2),

@@ -122,6 +122,7 @@ def _handshake(sock: t.Any, hop: Hop, timeout: float) -> tuple[t.Any, list[str]]
     try:
         warnings = verify_host_key(transport, hop)
         authenticate(transport, hop)
+        transport.settle()
     except BaseException:
         transport.close()
         sock.close()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 import threading
 import time
@@ -50,6 +51,9 @@ PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.co
 STREAMLOCAL_FORWARD = "streamlocal-forward@openssh.com"
 CANCEL_STREAMLOCAL_FORWARD = "cancel-streamlocal-forward@openssh.com"
 FORWARDED_STREAMLOCAL = "forwarded-streamlocal@openssh.com"
+# How long an authenticated session's transport thread waits in one read: only a rekey asked for by our own sends while
+# nothing arrives waits for it (data or a window adjustment from the peer wakes it at once).
+SETTLED_READ_TIMEOUT = 10.0
 # One write carries at most 16 packets (512 KiB of sshd's 32 KiB packets); a relay reads 256 KiB at a time.
 MAX_PACKETS_PER_WRITE = 16
 # Directly delivered bytes the reader credits at once: one wake-up per 256 KiB instead of one per 32 KiB packet.
@@ -236,6 +240,8 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
     # paramiko's transport thread wakes every _active_check_timeout (0.1 s) only to notice a local close(); at 10 Hz
     # that made 100 idle tunnels use 6-8 % of a core (tests/scale). Peer EOF and data still wake it at once, and
     # close() does not wait for the thread, so 1 s costs nothing but a thread that lingers up to 1 s after close().
+    # Once the session is authenticated (settle()) it waits SETTLED_READ_TIMEOUT instead: stop_thread() shuts the
+    # socket down, which wakes the blocked read at once.
     _active_check_timeout = 1.0
 
     def __init__(self, sock: t.Any) -> None:
@@ -255,6 +261,19 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
             self._ended.set()
             for callback in list(self._end_callbacks):
                 callback()
+
+    def settle(self) -> None:
+        """After authentication: the transport thread's reads wait SETTLED_READ_TIMEOUT, not 1 s (idle wake-ups, tests/scale)."""
+        self.sock.settimeout(SETTLED_READ_TIMEOUT)
+
+    def stop_thread(self) -> None:
+        # A local close wakes the transport thread's blocked read by shutting the socket down (FIN, as the close would
+        # send), instead of the thread noticing at its next read timeout.
+        self.active = False
+        if isinstance(self.sock, socket.socket):
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        super().stop_thread()
 
     def on_end(self, callback: t.Callable[[], None]) -> None:
         """Call ``callback`` (on the transport thread) once the session has ended, at once if it already has."""
