@@ -16,7 +16,6 @@ only; unprivileged processes may ask (the answer carries the uid and inode, as /
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 
@@ -60,8 +59,8 @@ def socket_owner(local: tuple[str, int], remote: tuple[str, int]) -> tuple[int, 
         INET_DIAG_NOCOOKIE,
         INET_DIAG_NOCOOKIE,
     )
-    sequence = os.getpid() & 0xFFFF
-    message = NLMSG_HEADER.pack(NLMSG_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, sequence, 0) + request
+    # One request on its own socket: the sequence number has nothing to match.
+    message = NLMSG_HEADER.pack(NLMSG_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0) + request
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
         sock.settimeout(TIMEOUT)
         sock.sendto(message, (0, 0))

@@ -49,6 +49,20 @@ class ChannelMessage(_MessageBase):  # type: ignore[misc,valid-type]
         self.add_int(channel.remote_chanid)
 
 
+class ChannelData:
+    """CHANNEL_DATA packets for one channel, already cut to the window and packet size, that the transport writes at once.
+
+    Sent as a user message like a ChannelMessage, so the kex wait, the transport thread's held messages and the CLOSE
+    ordering of send_in_order apply to it unchanged; the packetizer builds the packets (packetizer.py).
+    """
+
+    kind = cMSG_CHANNEL_DATA
+
+    def __init__(self, channel: t.Any, chunks: list[memoryview]) -> None:
+        self.channel = channel
+        self.chunks = chunks
+
+
 class OrderedChannel(_ChannelBase):  # type: ignore[misc,valid-type]
     """paramiko's Channel, whose data, EOF and window adjustments are ChannelMessages (see the module docstring)."""
 
@@ -58,7 +72,7 @@ class OrderedChannel(_ChannelBase):  # type: ignore[misc,valid-type]
         return int(self._send(s, ChannelMessage(self, cMSG_CHANNEL_DATA)))
 
     def sendall(self, s: bytes) -> None:
-        # The transport batches the packets and checks this channel's CLOSE under its send lock, as send_in_order does.
+        # Several packets per write (transport.send_channel_data), not paramiko's send() per packet on a re-sliced buffer.
         self.transport.send_channel_data(self, s)
 
     def _send_eof(self) -> t.Any:
@@ -83,7 +97,7 @@ def window_adjust(channel: t.Any, amount: int) -> t.Any:
     return message
 
 
-def send_in_order(message: ChannelMessage, send: t.Callable[[t.Any], None]) -> None:
+def send_in_order(message: ChannelMessage | ChannelData, send: t.Callable[[t.Any], None]) -> None:
     """``send(message)`` unless the channel's CLOSE is already out; call with the transport's send lock held.
 
     Data after the CLOSE raises, as paramiko's send on a closed channel does; EOF and window adjustments are dropped

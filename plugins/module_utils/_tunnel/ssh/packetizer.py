@@ -68,7 +68,6 @@ class BatchPacketizer(_PacketizerBase):  # type: ignore[misc,valid-type]
 
     def __init__(self, sock: t.Any) -> None:
         super().__init__(sock)
-        self._read_sock = sock
         # Only where recv(n) returns what is there: paramiko's ProxyCommand waits until it has all n bytes.
         self._reads_ahead = isinstance(sock, _ReadAheadSockets)
         self._ahead = b""
@@ -77,7 +76,7 @@ class BatchPacketizer(_PacketizerBase):  # type: ignore[misc,valid-type]
     def read_all(self, n: int, check_rekey: bool = False) -> bytes:
         """paramiko's read_all (same timeouts, keepalives and rekey check), taking up to READ_AHEAD per recv()."""
         if not self._reads_ahead or self._Packetizer__remainder:
-            return bytes(super().read_all(n, check_rekey))  # the bytes after the banner come first, as paramiko has them
+            return super().read_all(n, check_rekey)  # the bytes after the banner come first, as paramiko has them
         available = len(self._ahead) - self._ahead_at
         if available >= n:
             start = self._ahead_at
@@ -90,7 +89,7 @@ class BatchPacketizer(_PacketizerBase):  # type: ignore[misc,valid-type]
             if self.handshake_timed_out():
                 raise EOFError()
             try:
-                data = self._read_sock.recv(max(missing, READ_AHEAD))
+                data = self._Packetizer__socket.recv(max(missing, READ_AHEAD))
             except socket.timeout:
                 self._waited(check_rekey and not parts)
                 continue

@@ -304,24 +304,14 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
                 self._held_during_kex.append(data)
 
     def send_channel_data(self, channel: t.Any, data: t.Any) -> None:
-        """Channel.sendall for a relay thread: as many packets per write as the peer's window allows (packetizer.py).
+        """Channel.sendall: as many packets per write as the peer's window allows (channel_order.ChannelData).
 
         Raises OSError once the channel is closed (before or while sending), socket.timeout as paramiko's does.
         """
-        if threading.current_thread() is self:  # never the case for relayed data; the held-message path handles it
-            super(channel_order.OrderedChannel, channel).sendall(data)
-            return
         view = memoryview(data).cast("B")
         while view:
             chunks = self._reserve_window(channel, view)
-            if not self._wait_clear_to_send():
-                return  # the session is gone: paramiko drops the data too, and the channel reports closed next
-            try:
-                if channel.close_sent:
-                    raise OSError("Socket is closed")
-                self.packetizer.send_channel_data(channel.remote_chanid, chunks)
-            finally:
-                self.clear_to_send_lock.release()
+            self._send_user_message(channel_order.ChannelData(channel, chunks))
             view = view[sum(len(chunk) for chunk in chunks) :]
 
     @staticmethod
@@ -343,20 +333,6 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
                 taken += size
             return chunks
 
-    def _wait_clear_to_send(self) -> bool:
-        """paramiko's wait in _send_user_message: True with clear_to_send_lock held, False when the session ended."""
-        start = time.time()
-        while True:
-            self.clear_to_send.wait(0.1)
-            if not self.active:
-                return False
-            self.clear_to_send_lock.acquire()
-            if self.clear_to_send.is_set():
-                return True
-            self.clear_to_send_lock.release()
-            if time.time() > start + self.clear_to_send_timeout:
-                raise paramiko.SSHException("Key-exchange timed out waiting for key negotiation")
-
     def _parse_newkeys(self, m: t.Any) -> None:
         super()._parse_newkeys(m)
         with self.clear_to_send_lock:
@@ -367,10 +343,15 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
     def _send_message(self, data: t.Any) -> None:
         # Every user message is sent with clear_to_send_lock held (paramiko's _send_user_message): a channel's CLOSE
         # and its data or EOF cannot pass each other here (channel_order.py).
-        if isinstance(data, channel_order.ChannelMessage):
+        if isinstance(data, channel_order.ChannelData):
+            channel_order.send_in_order(data, self._send_channel_data)
+        elif isinstance(data, channel_order.ChannelMessage):
             channel_order.send_in_order(data, super()._send_message)
         else:
             super()._send_message(data)
+
+    def _send_channel_data(self, data: channel_order.ChannelData) -> None:
+        self.packetizer.send_channel_data(data.channel.remote_chanid, data.chunks)
 
     def _parse_channel_open(self, m: t.Any) -> None:
         """paramiko's channel-open parser, plus forwarded-streamlocal@openssh.com (a connection to a remote Unix listener)."""
