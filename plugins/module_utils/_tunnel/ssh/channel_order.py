@@ -56,11 +56,10 @@ class ChannelData:
     ordering of send_in_order apply to it unchanged; the packetizer builds the packets (packetizer.py).
     """
 
-    kind = cMSG_CHANNEL_DATA
-
     def __init__(self, channel: t.Any, chunks: list[memoryview]) -> None:
         self.channel = channel
         self.chunks = chunks
+        self.kind = cMSG_CHANNEL_DATA
 
 
 class OrderedChannel(_ChannelBase):  # type: ignore[misc,valid-type]
