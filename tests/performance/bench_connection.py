@@ -48,6 +48,7 @@ from sandbox import Sandbox  # noqa: E402
 from test_connection_tunneled import TARGET_ADDRESS, network_namespace  # noqa: E402
 
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 
 
 def write_playbook(path: pathlib.Path, tasks: int) -> None:
@@ -164,6 +165,7 @@ def main() -> int:
     parser.add_argument("--exec-runs", type=int, default=30, help="exec_command runs per plugin and command (0: skip)")
     parser.add_argument("--consecutive-rounds", type=int, default=5, help="rounds of two consecutive runs per plugin (0: skip)")
     parser.add_argument("--consecutive-tasks", type=int, default=5, help="tasks per playbook of the consecutive runs")
+    parser.add_argument("--profile-second-run", type=pathlib.Path, help="record the consecutive runs' second run with py-spy (collapsed stacks) into this directory")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespace)", file=sys.stderr)
@@ -288,9 +290,12 @@ def main() -> int:
                             kept_before = {pid: process_cpu(pid) for pid in kept}
                             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                             started = time.monotonic()
-                            run = subprocess.run(
-                                [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(short)], capture_output=True, text=True, env=env, timeout=900, check=False
-                            )
+                            command = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(short)]
+                            if args.profile_second_run and run_index == 1:
+                                # py-spy's own cost lands in the wall time: a profiled round's figures are not comparable.
+                                profile = args.profile_second_run / f"{name.split(',')[0].split(' ')[0]}-round{round_index + 1}.txt"
+                                command = [str(PY_SPY), "record", "--subprocesses", "--rate", "500", "--format", "raw", "-o", str(profile), "--", *command]
+                            run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
                             times.append(time.monotonic() - started)
                             children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
                             if run_index == 1:
