@@ -165,7 +165,7 @@ def main() -> int:
     parser.add_argument("--exec-runs", type=int, default=30, help="exec_command runs per plugin and command (0: skip)")
     parser.add_argument("--consecutive-rounds", type=int, default=5, help="rounds of two consecutive runs per plugin (0: skip)")
     parser.add_argument("--consecutive-tasks", type=int, default=5, help="tasks per playbook of the consecutive runs")
-    parser.add_argument("--profile-second-run", type=pathlib.Path, help="record the consecutive runs' second run with py-spy (collapsed stacks) into this directory")
+    parser.add_argument("--profile-second-run", type=pathlib.Path, help="py-spy collapsed stacks of the consecutive runs' second runs, into this directory")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespace)", file=sys.stderr)
