@@ -188,6 +188,52 @@ def test_half_close_through_remote_forward(sshd: t.Any, digest_server: LoopbackS
             assert recv_all(client) == sha256(data).encode() + b"\nEND\n"
 
 
+def _channel_readers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "burrow-down"]
+
+
+def test_a_connection_the_transport_can_serve_directly_has_one_thread(sshd: t.Any, echo: LoopbackServer) -> None:
+    """-L: while the client's socket takes what arrives, no channel-reader thread is started (relay.py)."""
+    with running(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{echo.port}"])) as engine:
+        assert wait_until(lambda: not _channel_readers(), 10), "readers of earlier tests still running"
+        with socket.create_connection(bound(engine), timeout=10) as client:
+            for index in range(20):
+                message = f"ping {index}".encode()
+                client.sendall(message)
+                got = b""
+                while len(got) < len(message):
+                    got += client.recv(100)
+                assert got == message
+            assert _channel_readers() == []  # both directions moved data, on the connection's one thread
+            client.shutdown(socket.SHUT_WR)
+            assert recv_all(client) == b""  # the server's EOF, passed on by the connection thread turned reader
+        stats = list(engine.forwards.values())[0].counters
+        assert wait_until(lambda: stats.connections_active == 0, 5)
+        assert stats.bytes_in == stats.bytes_out == sum(len(f"ping {index}") for index in range(20))
+
+
+def test_a_client_that_stops_reading_gets_a_channel_reader(sshd: t.Any) -> None:
+    """What the client's socket cannot take is buffered for a reader thread, which is then started; nothing is lost."""
+    data = payload(8 * 1024 * 1024, seed=21)
+    client_done = threading.Event()
+
+    def source(conn: socket.socket) -> None:
+        conn.sendall(data)
+        client_done.wait(30)  # the connection stays open: only the full socket can start the reader
+        conn.shutdown(socket.SHUT_WR)
+
+    with LoopbackServer(source) as server, running(tunnel_for(sshd, local_forwards=[f"0:127.0.0.1:{server.port}"])) as engine:
+        with socket.create_connection(bound(engine), timeout=30) as client:
+            assert wait_until(lambda: len(_channel_readers()) == 1, 10), "no channel reader for a full socket"
+            got = recv_all(client, limit=len(data))
+            client_done.set()
+            assert sha256(got[: len(data)]) == sha256(data)
+            assert recv_all(client) == b""
+        stats = list(engine.forwards.values())[0].counters
+        assert wait_until(lambda: stats.connections_active == 0, 5)
+        assert stats.bytes_in == len(data)
+
+
 def test_half_close_server_side_first(sshd: t.Any) -> None:
     """The server sends and half-closes first, then keeps reading what the client sends afterwards."""
     received: list[bytes] = []

@@ -293,7 +293,8 @@ def main() -> int:
                             command = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(short)]
                             if args.profile_second_run and run_index == 1:
                                 # py-spy's own cost lands in the wall time: a profiled round's figures are not comparable.
-                                profile = args.profile_second_run / f"{name.split(',')[0].split(' ')[0]}-round{round_index + 1}.txt"
+                                plugin = "burrow" if name.startswith("burrow") else "ssh"
+                                profile = args.profile_second_run / f"{plugin}-round{round_index + 1}.txt"
                                 command = [str(PY_SPY), "record", "--subprocesses", "--rate", "500", "--format", "raw", "-o", str(profile), "--", *command]
                             run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
                             times.append(time.monotonic() - started)

@@ -7,9 +7,12 @@
 
 """The data plane: listeners, and the pump that moves bytes between a socket and an SSH channel.
 
-Each relayed connection uses two threads, one per direction, with blocking calls: a direction that
-waits for the peer's window (backpressure) never stalls the other one, EOF is passed on as a
-half-close in each direction separately, and the connection is closed only when both are done.
+Each relayed connection has a thread per direction, with blocking calls: a direction that waits for
+the peer's window (backpressure) never stalls the other one, EOF is passed on as a half-close in each
+direction separately, and the connection is closed only when both are done. For -L and -D the thread
+that reads the channel is started only when needed: while the transport thread can write the
+channel's data straight into the client's socket, the connection's one thread serves both directions
+in turn (relay()).
 """
 
 from __future__ import annotations
@@ -145,7 +148,24 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
     # of the rows that read the channel from 1.14-1.29x to 1.06-1.13x ssh (same-run A/B, 128 MiB x 3).
     # -L/-D read the channel downstream; -R (roles swapped) reads it in this thread.
     channel_reader_is_downstream = hasattr(channel, "shutdown_write")
-    direct = deliver_directly(channel, client) if channel_reader_is_downstream else deliver_directly(client, channel)
+    # The downstream reader of -L/-D starts only when the transport thread cannot deliver by itself (the client's
+    # socket is full, or the channel ends while the client still sends); else this thread becomes the reader once its
+    # own direction has ended. Measured (docs/performance.md, the 1000-connection burst): a thread costs 0.1-0.4 ms of
+    # CPU to start and end here, and the burst's 2000 threads contended for the GIL.
+    readers: list[threading.Thread] = []
+    reader_lock = threading.Lock()
+    reader_role = {"taken": False}
+
+    def start_reader() -> None:
+        with reader_lock:
+            if reader_role["taken"]:
+                return
+            reader_role["taken"] = True
+            try:
+                readers.append(start_thread(downstream, name="burrow-down"))
+            except RuntimeError:  # no thread to be had (on the transport thread): cut this connection, not the session
+                reader_role["taken"] = False  # this thread reads what is left, once the cut has ended its direction
+                connection.reset()
 
     def downstream() -> None:
         received = 0
@@ -176,7 +196,12 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
         finally:
             state["in"] = received
 
-    reader = start_thread(downstream, name="burrow-down")
+    if channel_reader_is_downstream:
+        direct = deliver_directly(channel, client, on_reader_needed=start_reader)
+    else:
+        direct = deliver_directly(client, channel)
+    if direct is None or not channel_reader_is_downstream:
+        start_reader()
     sent = 0
     try:
         if leftover:
@@ -200,8 +225,14 @@ def relay(client: t.Any, channel: t.Any, counters: Counters, leftover: bytes = b
         if not connection.cut.is_set():
             _abort(channel)
             _abort(client)
+    with reader_lock:
+        read_here = not reader_role["taken"]
+        reader_role["taken"] = True
     finished.set()
-    reader.join()
+    if read_here:
+        downstream()
+    for reader in readers:
+        reader.join()
     if direct is not None:
         direct.detach_sink()
         if channel_reader_is_downstream:

@@ -83,6 +83,10 @@ class DequePipe:
         self._sink: socket.socket | None = None
         self._credit: t.Callable[[int], None] | None = None
         self._reader_waiting = False  # the reader sits in wait(): it finished writing whatever it read before
+        # No reader yet (attach_sink with on_reader_needed): nothing was taken out, so direct delivery keeps the order,
+        # and the transport thread credits the window itself. The first thing it cannot deliver asks for a reader.
+        self._no_reader = False
+        self._on_reader_needed: t.Callable[[], None] | None = None
         self._uncredited = 0  # delivered directly, not yet added to the SSH window (the reader does that)
         self.delivered_directly = 0
 
@@ -94,22 +98,36 @@ class DequePipe:
             else:
                 event.clear()
 
-    def attach_sink(self, sink: socket.socket, credit: t.Callable[[int], None]) -> None:
-        """Let feed() send into ``sink`` (a blocking socket) itself; ``credit(n)`` later opens the window for those bytes."""
+    def attach_sink(self, sink: socket.socket, credit: t.Callable[[int], None], on_reader_needed: t.Callable[[], None] | None = None) -> None:
+        """Let feed() send into ``sink`` (a blocking socket) itself; ``credit(n)`` later opens the window for those bytes.
+
+        With ``on_reader_needed`` there is no reader yet: it is called once (on the transport thread, outside the lock)
+        when data has to be buffered or the pipe closes, so that a reader is started only for a connection that needs one.
+        """
         with self._lock:
             self._sink = sink
             self._credit = credit
+            if on_reader_needed is not None:
+                self._no_reader = True
+                self._on_reader_needed = on_reader_needed
+                # What arrived before the sink (the server may answer, even end, right after the channel opened).
+                need_reader = (self._size > 0 or self._closed) and self._reader_needed()
+        if on_reader_needed is not None and need_reader:
+            on_reader_needed()
 
     def detach_sink(self) -> None:
         with self._lock:
             self._sink = None
+            self._no_reader = False
+            self._on_reader_needed = None
 
     def feed(self, data: bytes) -> None:
+        credit = 0
         with self._lock:
             if self._event is not None:
                 self._event.set()
-            if data and self._reader_waiting and not self._size and self._sink is not None and self._event is None:
-                # Order holds: nothing is buffered and the reader, waiting, has written all it took out before.
+            if data and (self._reader_waiting or self._no_reader) and not self._size and self._sink is not None and self._event is None:
+                # Order holds: nothing is buffered and the reader, if any, waits: it has written all it took out before.
                 sent = self._send_directly(data)
                 if sent:
                     self._uncredited += sent
@@ -117,12 +135,31 @@ class DequePipe:
                     data = data[sent:]
                     if not data:
                         if self._uncredited >= CREDIT_BATCH:
-                            self._cv.notify_all()  # the reader opens the window: the transport thread must not block
-                        return
+                            if self._no_reader:
+                                credit, self._uncredited = self._uncredited, 0
+                            else:
+                                self._cv.notify_all()  # the reader opens the window: no thread handoff per packet
+                        data = b""
+                        if not credit:
+                            return
+            need_reader = False
             if data:
                 self._chunks.append(bytes(data))
                 self._size += len(data)
+                need_reader = self._reader_needed()
             self._cv.notify_all()
+        if credit:
+            # A window adjustment from the transport thread never waits for a key exchange (held until NEWKEYS).
+            self._credit(credit)  # type: ignore[misc]
+        if need_reader:
+            self._on_reader_needed()  # type: ignore[misc]
+
+    def _reader_needed(self) -> bool:
+        """With the lock held: whether to ask for a reader now (once; from then on the reader credits and drains)."""
+        if not self._no_reader or self._on_reader_needed is None:
+            return False
+        self._no_reader = False
+        return True
 
     def _send_directly(self, data: bytes) -> int:
         try:
@@ -139,6 +176,7 @@ class DequePipe:
 
     def read(self, nbytes: int, timeout: float | None = None) -> bytes:
         with self._lock:
+            self._no_reader = False  # a reader now: what it takes out must reach the socket before anything sent directly
             while True:
                 if self._uncredited >= CREDIT_BATCH and self._credit is not None:
                     self._credit_delivered()
@@ -200,6 +238,9 @@ class DequePipe:
             self._cv.notify_all()
             if self._event is not None:
                 self._event.set()
+            need_reader = self._reader_needed()  # the end of the stream is the reader's to pass on
+        if need_reader:
+            self._on_reader_needed()  # type: ignore[misc]
 
     def __len__(self) -> int:
         with self._lock:
@@ -213,15 +254,16 @@ def credit_window(channel: t.Any, amount: int) -> None:
         channel.transport._send_user_message(channel_order.window_adjust(channel, ack))
 
 
-def deliver_directly(channel: t.Any, sock: t.Any) -> t.Any:
+def deliver_directly(channel: t.Any, sock: t.Any, on_reader_needed: t.Callable[[], None] | None = None) -> t.Any:
     """Have the transport thread send ``channel``'s data into ``sock`` itself while the reader idles; returns the pipe or None.
 
-    Only for a DequePipe and a blocking socket (a socket with a timeout would poll before MSG_DONTWAIT).
+    Only for a DequePipe and a blocking socket (a socket with a timeout would poll before MSG_DONTWAIT). With
+    ``on_reader_needed``, the reader does not exist yet (DequePipe.attach_sink).
     """
     pipe = getattr(channel, "in_buffer", None)
     if not isinstance(pipe, DequePipe) or not isinstance(sock, socket.socket) or sock.gettimeout() is not None:
         return None
-    pipe.attach_sink(sock, lambda amount: credit_window(channel, amount))
+    pipe.attach_sink(sock, lambda amount: credit_window(channel, amount), on_reader_needed)
     return pipe
 
 

@@ -77,3 +77,78 @@ def test_a_closed_sink_falls_back_to_the_buffer() -> None:
     pipe._reader_waiting = False
     assert pipe.read(100) == b"data"
     sink.close()
+
+
+def test_without_a_reader_the_transport_thread_delivers_and_credits(monkeypatch: t.Any) -> None:
+    monkeypatch.setattr(transport, "CREDIT_BATCH", 8)
+    pipe = DequePipe()
+    sink, peer = socket.socketpair()
+    credited: list[int] = []
+    asked: list[str] = []
+    pipe.attach_sink(sink, credited.append, on_reader_needed=lambda: asked.append("reader"))
+    pipe.feed(b"hello")
+    assert peer.recv(100) == b"hello" and not credited  # below the batch
+    pipe.feed(b"world!")
+    assert peer.recv(100) == b"world!"
+    assert credited == [11]  # by the feeding (transport) thread itself: there is no reader to do it
+    assert asked == [] and pipe.delivered_directly == 11
+    sink.close()
+    peer.close()
+
+
+def test_what_the_socket_cannot_take_asks_for_a_reader_once() -> None:
+    pipe = DequePipe()
+    sink, peer = socket.socketpair()
+    asked: list[str] = []
+    pipe.attach_sink(sink, lambda amount: None, on_reader_needed=lambda: asked.append("reader"))
+    big = bytes(range(256)) * 4096  # 1 MiB: more than the socket buffer takes
+    pipe.feed(big)
+    pipe.feed(b"later")  # buffered behind the rest, and no second request
+    assert asked == ["reader"]
+    direct = pipe.delivered_directly
+    assert 0 < direct < len(big)
+    assert pipe.read(len(big)) == big[direct:] + b"later"
+    sink.close()
+    peer.close()
+
+
+def test_the_end_of_the_stream_asks_for_a_reader() -> None:
+    pipe = DequePipe()
+    sink, peer = socket.socketpair()
+    asked: list[str] = []
+    pipe.attach_sink(sink, lambda amount: None, on_reader_needed=lambda: asked.append("reader"))
+    pipe.close()
+    assert asked == ["reader"]
+    assert pipe.read(100) == b""
+    sink.close()
+    peer.close()
+
+
+def test_data_that_arrived_before_the_sink_asks_for_a_reader_at_once() -> None:
+    pipe = DequePipe()
+    sink, peer = socket.socketpair()
+    pipe.feed(b"early")  # the server answered before the relay attached the socket
+    asked: list[str] = []
+    pipe.attach_sink(sink, lambda amount: None, on_reader_needed=lambda: asked.append("reader"))
+    assert asked == ["reader"]
+    pipe.feed(b"late")  # must queue behind "early", not overtake it
+    assert pipe.delivered_directly == 0
+    assert pipe.read(100) == b"earlylate"
+    sink.close()
+    peer.close()
+
+
+def test_once_a_reader_reads_nothing_overtakes_what_it_took_out() -> None:
+    pipe = DequePipe()
+    sink, peer = socket.socketpair()
+    pipe.attach_sink(sink, lambda amount: None, on_reader_needed=lambda: None)
+    pipe.feed(b"x")  # no reader: straight to the socket
+    assert peer.recv(10) == b"x"
+    pipe._chunks.append(b"taken")  # the reader took something out and is writing it
+    pipe._size = 5
+    assert pipe.read(5) == b"taken"
+    pipe.feed(b"next")  # the reader is not waiting: buffered, not sent ahead of "taken"
+    assert pipe.delivered_directly == 1
+    assert pipe.read(10) == b"next"
+    sink.close()
+    peer.close()
