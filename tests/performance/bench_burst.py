@@ -5,7 +5,8 @@
 
     .venv/bin/python tests/performance/bench_burst.py [--rounds 3] [--connections 1000] [--profile FILE]
 
-Each round runs the same burst (asyncio clients, 64 KiB echoed each, through -L to the benchmark's echo service)
+A first burst goes straight to the echo service (it is a Python thread per connection too, and its first burst costs it
+more), then each round runs the same burst (asyncio clients, 64 KiB echoed each, through -L to the benchmark's echo service)
 through burrow.ssh's tunnel process and through ``ssh -N -L``, against one sandbox sshd, and reports the wall time, the
 failures and the tunnel process's user and system CPU (from /proc). ``--profile`` records the first burrow.ssh burst with
 ``py-spy record --gil`` (collapsed stacks): only samples of the thread holding the GIL; that round's figures include
@@ -74,6 +75,10 @@ def main() -> int:
         openssh = bench.start_openssh(sshd, service_port, workdir)
         tunnels.append(openssh)
         block = bench.make_block()
+        # The echo service is a Python thread per connection too: its first burst, straight to it, warms it up for both.
+        warm = bench.measure_concurrency(bench.Entry("direct", "direct", service_port), block, connections)
+        print(json.dumps({"round": 0, "tool": "direct (warm-up)", **warm}), flush=True)
+        time.sleep(1.0)
         for round_index in range(rounds):
             for tunnel in (burrow, openssh):
                 profiler = None

@@ -1719,6 +1719,12 @@ def run(args: argparse.Namespace) -> dict[str, t.Any]:
 
         log(f"== concurrency: {settings.concurrency} connections x {ECHO_SIZE // 1024} KiB echo through -L")
         results["concurrency"] = {}
+        # The echo service is a Python thread per connection too, and its first burst costs it more (thread stacks,
+        # heap): one burst straight to it first keeps that cost off whichever tool would go first (burrow.ssh).
+        row = measure_concurrency(direct.entry("direct"), block, settings.concurrency)
+        results["concurrency_direct"] = row
+        log(f"  {'direct':9} {row['failures']} failures, {row['wall_s']} s {row['outcome']} (the service alone, warming it up)")
+        time.sleep(1.0)
         for tunnel in (burrow, openssh, sshtun):
             row = measure_concurrency(tunnel.entry("L"), block, settings.concurrency)
             results["concurrency"][tunnel.tool] = row
