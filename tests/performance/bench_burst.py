@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -34,22 +33,15 @@ bench._setup_import_paths()
 
 from sandbox import Sandbox  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROFILE_START_SECONDS = 1.5  # py-spy attaches before the burst starts
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """User and system CPU of a process (all its threads), in clock ticks."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
-
-
 def one_burst(tunnel: t.Any, block: bytes, connections: int) -> dict[str, t.Any]:
-    user_before, system_before = cpu_ticks(tunnel.pid)
+    user_before, system_before = bench.proc_cpu_times(tunnel.pid)
     row = bench.measure_concurrency(tunnel.entry("L"), block, connections)
-    user_after, system_after = cpu_ticks(tunnel.pid)
-    row["cpu_user_s"] = round((user_after - user_before) / CLOCK_TICKS, 2)
-    row["cpu_system_s"] = round((system_after - system_before) / CLOCK_TICKS, 2)
+    user_after, system_after = bench.proc_cpu_times(tunnel.pid)
+    row["cpu_user_s"] = round(user_after - user_before, 2)
+    row["cpu_system_s"] = round(system_after - system_before, 2)
     return row
 
 

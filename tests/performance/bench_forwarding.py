@@ -158,15 +158,19 @@ def nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def proc_cpu_seconds(pids: t.Iterable[int]) -> float:
-    """utime + stime of the given processes (all their threads), from /proc/<pid>/stat."""
+def proc_cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process (all its threads), from /proc/<pid>/stat; (0, 0) once it is gone."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def proc_cpu_seconds(pids: t.Iterable[int]) -> float:
+    """utime + stime of the given processes (all their threads)."""
+    return sum(sum(proc_cpu_times(pid)) for pid in pids)
 
 
 def proc_rss_kib(pid: int) -> int:

@@ -104,6 +104,7 @@ class DequePipe:
         With ``on_reader_needed`` there is no reader yet: it is called once (on the transport thread, outside the lock)
         when data has to be buffered or the pipe closes, so that a reader is started only for a connection that needs one.
         """
+        ask = None
         with self._lock:
             self._sink = sink
             self._credit = credit
@@ -111,9 +112,9 @@ class DequePipe:
                 self._no_reader = True
                 self._on_reader_needed = on_reader_needed
                 # What arrived before the sink (the server may answer, even end, right after the channel opened).
-                need_reader = (self._size > 0 or self._closed) and self._reader_needed()
-        if on_reader_needed is not None and need_reader:
-            on_reader_needed()
+                ask = self._reader_request() if self._size or self._closed else None
+        if ask is not None:
+            ask()
 
     def detach_sink(self) -> None:
         with self._lock:
@@ -123,43 +124,38 @@ class DequePipe:
 
     def feed(self, data: bytes) -> None:
         credit = 0
+        ask = None
         with self._lock:
             if self._event is not None:
                 self._event.set()
             if data and (self._reader_waiting or self._no_reader) and not self._size and self._sink is not None and self._event is None:
                 # Order holds: nothing is buffered and the reader, if any, waits: it has written all it took out before.
                 sent = self._send_directly(data)
-                if sent:
-                    self._uncredited += sent
-                    self.delivered_directly += sent
-                    data = data[sent:]
-                    if not data:
-                        if self._uncredited >= CREDIT_BATCH:
-                            if self._no_reader:
-                                credit, self._uncredited = self._uncredited, 0
-                            else:
-                                self._cv.notify_all()  # the reader opens the window: no thread handoff per packet
-                        data = b""
-                        if not credit:
-                            return
-            need_reader = False
+                self._uncredited += sent
+                self.delivered_directly += sent
+                data = data[sent:]
+                if not data and self._uncredited >= CREDIT_BATCH:
+                    if self._no_reader:
+                        credit, self._uncredited = self._uncredited, 0  # no reader to do it: this thread credits
+                    else:
+                        self._cv.notify_all()  # the reader opens the window: one wake-up per batch, not per packet
             if data:
                 self._chunks.append(bytes(data))
                 self._size += len(data)
-                need_reader = self._reader_needed()
-            self._cv.notify_all()
+                ask = self._reader_request()
+                self._cv.notify_all()
         if credit:
             # A window adjustment from the transport thread never waits for a key exchange (held until NEWKEYS).
             self._credit(credit)  # type: ignore[misc]
-        if need_reader:
-            self._on_reader_needed()  # type: ignore[misc]
+        if ask is not None:
+            ask()
 
-    def _reader_needed(self) -> bool:
-        """With the lock held: whether to ask for a reader now (once; from then on the reader credits and drains)."""
-        if not self._no_reader or self._on_reader_needed is None:
-            return False
+    def _reader_request(self) -> t.Callable[[], None] | None:
+        """With the lock held: the callback to ask for a reader with, once (from then on the reader credits and drains)."""
+        if not self._no_reader:
+            return None
         self._no_reader = False
-        return True
+        return self._on_reader_needed
 
     def _send_directly(self, data: bytes) -> int:
         try:
@@ -238,9 +234,9 @@ class DequePipe:
             self._cv.notify_all()
             if self._event is not None:
                 self._event.set()
-            need_reader = self._reader_needed()  # the end of the stream is the reader's to pass on
-        if need_reader:
-            self._on_reader_needed()  # type: ignore[misc]
+            ask = self._reader_request()  # the end of the stream is the reader's to pass on
+        if ask is not None:
+            ask()
 
     def __len__(self) -> int:
         with self._lock:
