@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import socket
+import struct
 import threading
 import time
 import typing as t
@@ -60,6 +61,9 @@ MAX_PACKETS_PER_WRITE = 16
 # 25 % of the transport thread's samples on -L down (Condition.notify, py-spy); at 1 MiB 11 %, and the peer still has
 # 3 of its 4 MiB of window while the credit is pending.
 CREDIT_BATCH = WINDOW_SIZE // 4
+# An int, not the IntFlag that ``|`` on socket's flags makes: Python 3.11 computes that in enum's Python code, which
+# took 11 % of the transport thread's GIL time in a 1-byte round-trip run (py-spy --gil), once per delivered packet.
+SEND_NOW_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
 OPEN_FAILURE_REASONS = {1: "administratively prohibited", 2: "connect failed", 3: "unknown channel type", 4: "resource shortage"}
 
 
@@ -159,7 +163,7 @@ class DequePipe:
 
     def _send_directly(self, data: bytes) -> int:
         try:
-            return self._sink.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)  # type: ignore[union-attr]
+            return self._sink.send(data, SEND_NOW_FLAGS)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
             return 0  # the socket is full: buffer, and the reader's blocking sendall is the backpressure
         except OSError:
@@ -303,7 +307,14 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
                 callback()
 
     def settle(self) -> None:
-        """After authentication: the transport thread's reads wait SETTLED_READ_TIMEOUT, not 1 s (idle wake-ups, tests/scale)."""
+        """After authentication: the transport thread's reads wait SETTLED_READ_TIMEOUT, not 1 s (idle wake-ups, tests/scale).
+
+        On a TCP socket the deadline is the kernel's (SO_RCVTIMEO, SO_SNDTIMEO on a blocking socket): a socket with a
+        Python timeout polls before every recv and send, two system calls more per round trip; the kernel's timeout
+        ends a wait with EAGAIN, which paramiko's reads and writes take as their timeout, as they take socket.timeout.
+        """
+        if isinstance(self.sock, socket.socket) and kernel_deadlines(self.sock, SETTLED_READ_TIMEOUT):
+            return
         self.sock.settimeout(SETTLED_READ_TIMEOUT)
 
     def stop_thread(self) -> None:
@@ -477,6 +488,19 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         if opened is None:
             raise self.saved_exception or paramiko.SSHException("Unable to open channel.")
         return opened
+
+
+def kernel_deadlines(sock: socket.socket, seconds: float) -> bool:
+    """Make ``sock`` blocking with the kernel's send and receive timeouts; False (nothing changed) where it refuses them."""
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except OSError:
+        return False
+    sock.settimeout(None)
+    return True
 
 
 class QuickAckSocket(socket.socket):

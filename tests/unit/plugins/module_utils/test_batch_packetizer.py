@@ -136,3 +136,26 @@ def test_reading_ahead_keeps_the_bytes_it_did_not_need_for_the_next_packet() -> 
         assert [(kind, message.get_remainder()) for kind, message in got] == [(MSG_CHANNEL_DATA, _data(5, payload)) for payload in payloads]
         with pytest.raises(EOFError):
             reader.read_message()
+
+
+def test_received_packets_count_towards_a_rekey_and_number_their_messages() -> None:
+    """The lean AES-GCM read path keeps paramiko's accounting: sequence numbers on the messages, a rekey asked for once."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sender, reader = Packetizer(ours), BatchPacketizer(theirs)
+        sender.set_outbound_cipher(AESGCM(KEY), 16, None, 16, None, aead=True, iv_out=IV)
+        reader.set_inbound_cipher(AESGCM(KEY), 16, None, 16, None, aead=True, iv_in=IV)
+        reader.REKEY_BYTES = 50_000
+        for _index in range(3):
+            message = Message()
+            message.add_byte(bytes((MSG_CHANNEL_DATA,)))
+            message.add_int(5)
+            message.add_string(os.urandom(20_000))
+            sender.send_message(message)
+        seqnos = []
+        for _index in range(2):
+            seqnos.append(reader.read_message()[1].seqno)
+            assert not reader.need_rekey()
+        seqnos.append(reader.read_message()[1].seqno)
+        assert reader.need_rekey(), "60 KB received against a 50 KB limit"
+        assert seqnos == [0, 1, 2]
