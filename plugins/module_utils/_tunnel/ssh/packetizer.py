@@ -78,14 +78,12 @@ class BatchPacketizer(_PacketizerBase):  # type: ignore[misc,valid-type]
         self._reads_ahead = isinstance(sock, _ReadAheadSockets)
         self._ahead = b""
         self._ahead_at = 0
-        self._handshake_done = False
 
     def complete_handshake(self) -> None:
         # paramiko's Transport calls this after every packet; cancelling the (long finished) timer each time costs an
         # Event.set and a lock round per packet.
-        if not self._handshake_done:
+        if self._Packetizer__timer is not None and not self._Packetizer__handshake_complete:
             super().complete_handshake()
-            self._handshake_done = True
 
     def read_message(self) -> tuple[int, t.Any]:
         """paramiko's read_message; for AES-GCM without compression or packet dumps, with one copy of the payload."""

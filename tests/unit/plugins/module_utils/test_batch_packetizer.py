@@ -140,11 +140,8 @@ def test_reading_ahead_keeps_the_bytes_it_did_not_need_for_the_next_packet() -> 
 
 def test_received_packets_count_towards_a_rekey_and_number_their_messages() -> None:
     """The lean AES-GCM read path keeps paramiko's accounting: sequence numbers on the messages, a rekey asked for once."""
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        sender, reader = Packetizer(ours), BatchPacketizer(theirs)
-        sender.set_outbound_cipher(AESGCM(KEY), 16, None, 16, None, aead=True, iv_out=IV)
-        reader.set_inbound_cipher(AESGCM(KEY), 16, None, 16, None, aead=True, iv_in=IV)
+    sender, reader, socks = _gcm_pair(BatchPacketizer)
+    with socks[0], socks[1]:
         reader.REKEY_BYTES = 50_000
         for _index in range(3):
             message = Message()
