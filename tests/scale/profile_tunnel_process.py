@@ -67,13 +67,13 @@ def import_stages() -> dict[str, dict[str, float]]:
 def spawn_helper(cfg: dict[str, t.Any]) -> int:
     """Runs in a child: import what the module imports, optionally change the poll, spawn the tunnels, print pids."""
     import ansible_collections.burrow.ssh.plugins.modules.tunnel  # noqa: F401 - the module's own imports
-    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import _ssh
     from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process import daemon as _daemon
     from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.process.spawn import spawn
     from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.spec.declaration import parse_declaration
+    from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.transport import BurrowTransport
 
     if cfg["poll"] is not None:
-        _ssh.BurrowTransport._active_check_timeout = float(cfg["poll"])
+        BurrowTransport._active_check_timeout = float(cfg["poll"])
     if cfg.get("lifetime_poll"):
         _daemon.LIFETIME_POLL_INTERVAL = float(cfg["lifetime_poll"])
     pids = []
