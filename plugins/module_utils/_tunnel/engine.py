@@ -166,32 +166,39 @@ class TunnelEngine:
         return float(interval), int(count_max)
 
     def _supervise(self) -> None:
-        # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each.
-        misses = 0
+        # Liveness budget: keepalive_count_max unanswered want-reply requests, keepalive_interval each. Each keepalive
+        # is sent without waiting and checked one interval later: one wake-up per interval (idle CPU, tests/scale).
         interval, count_max = self.liveness()
-        if self._pause(interval):
-            return
-        while not self.stopping.is_set():
+        misses = 0
+        in_flight: tuple[t.Any, int] | None = None  # (transport, request number) of the last keepalive sent
+        due = time.monotonic() + interval
+        while not self._pause(due - time.monotonic()):
             chain = self.chain
-            if chain is not None and chain.is_active():
-                answered = chain.target.request("keepalive@openssh.com", timeout=interval)[0]
-                if answered:
+            active = chain is not None and chain.is_active()
+            if active and time.monotonic() < due:
+                continue  # woken by the end of a transport of an earlier chain
+            due = time.monotonic() + interval
+            if active:
+                target = chain.target
+                if in_flight is not None and in_flight[0] is target and not target.answered(in_flight[1]):
+                    misses += 1
+                else:
                     misses = 0
-                    if self._pause(interval):
-                        return
-                    continue
-                misses += 1
-                if misses < count_max and chain.is_active():
+                if misses < count_max:
+                    number = target.send_keepalive()
+                    in_flight = (target, number) if number is not None else None
                     continue
                 reason = f"no answer from {self.target_label} to {misses} keepalive request(s) within {misses * interval:g} s"
             else:
                 reason = f"the SSH connection to {self.target_label} closed"
             if self.stopping.is_set():
                 return
-            self._connection_lost(ConnectionLost(reason))
+            in_flight = None
             misses = 0
+            self._connection_lost(ConnectionLost(reason))
             if not self.tunnel.reconnect or not self._reconnect():
                 return
+            due = time.monotonic() + interval
 
     def _pause(self, seconds: float) -> bool:
         """Wait one keepalive interval, less when woken (see _wake); True when the tunnel is stopping."""

@@ -18,13 +18,14 @@ import time
 import typing as t
 
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh import channel_order
+from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.global_requests import NumberedGlobalRequests
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.library import paramiko  # first: without invoke (library.py)
 from ansible_collections.burrow.ssh.plugins.module_utils._tunnel.ssh.packetizer import BatchPacketizer
 
 try:
     import paramiko.channel
     from paramiko.buffered_pipe import PipeTimeout
-    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS, cMSG_GLOBAL_REQUEST
+    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_OPEN_SUCCESS
     from paramiko.message import Message
 
     HAS_PARAMIKO = True
@@ -276,7 +277,7 @@ def use_deque_pipes() -> None:
         paramiko.channel.BufferedPipe = DequePipe  # type: ignore[misc,assignment]
 
 
-class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
+class BurrowTransport(NumberedGlobalRequests, _TransportBase):  # type: ignore[misc,valid-type]
     """paramiko Transport with the two requests paramiko lacks: deadlines on global requests and streamlocal channels."""
 
     _preferred_ciphers = PREFERRED_CIPHERS
@@ -290,7 +291,7 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
 
     def __init__(self, sock: t.Any) -> None:
         super().__init__(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE, packetizer_class=BatchPacketizer)
-        self._burrow_request_lock = threading.Lock()
+        self._init_global_requests()
         self._channels = channel_order.OrderingChannelMap()  # no channel exists yet: every one will be ordered
         self._ended = threading.Event()
         self._end_callbacks: list[t.Callable[[], None]] = []
@@ -432,29 +433,6 @@ class BurrowTransport(_TransportBase):  # type: ignore[misc,valid-type]
         reply.add_int(self.default_max_packet_size)
         self._send_message(reply)
         handler(channel, socket_path)
-
-    def request(self, kind: str, data: tuple[t.Any, ...] = (), timeout: float = 10.0) -> tuple[bool, t.Any]:
-        """Send a want-reply global request; return (answered, response message or None when refused).
-
-        paramiko's own global_request waits forever on a dead peer; this one gives up at the deadline
-        (answered=False), which is how liveness is detected.
-        """
-        with self._burrow_request_lock:
-            if not self.active:
-                return False, None
-            event = threading.Event()
-            self.completion_event = event
-            message = Message()
-            message.add_byte(cMSG_GLOBAL_REQUEST)
-            message.add_string(kind)
-            message.add_boolean(True)
-            message.add(*data)
-            self._send_user_message(message)
-            deadline = time.monotonic() + timeout
-            while not event.wait(0.05):
-                if not self.active or time.monotonic() >= deadline:
-                    return False, None
-            return True, self.global_response
 
     def open_streamlocal(self, path: str, timeout: float = 10.0) -> t.Any:
         """Open a direct-streamlocal@openssh.com channel to a Unix socket on the server (ssh -L port:/path)."""
