@@ -22,6 +22,7 @@ import typing as t
 try:
     from paramiko.common import cMSG_GLOBAL_REQUEST
     from paramiko.message import Message
+    from paramiko.ssh_exception import SSHException
 except ImportError:  # pragma: no cover - transport.py reports the missing library
     pass
 
@@ -39,6 +40,7 @@ class NumberedGlobalRequests:
 
     active: bool
     _send_user_message: t.Callable[[t.Any], None]
+    close: t.Callable[[], None]
 
     def _init_global_requests(self) -> None:
         self._request_lock = threading.Lock()
@@ -80,7 +82,14 @@ class NumberedGlobalRequests:
         with self._request_lock:
             if not self.active:
                 return None
-            return self._send_global_request("keepalive@openssh.com", ())
+            try:
+                return self._send_global_request("keepalive@openssh.com", ())
+            except (OSError, EOFError, SSHException):
+                pass
+        # A failed write can leave the stream mid-packet, and the request numbers would no longer match the replies:
+        # the session cannot go on. Its end wakes the supervisor, which reconnects at once.
+        self.close()
+        return None
 
     def answered(self, number: int) -> bool:
         """Whether want-reply request ``number`` (from send_keepalive) has had its reply, success or failure."""

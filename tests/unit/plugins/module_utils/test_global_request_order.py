@@ -142,3 +142,11 @@ def test_no_keepalive_is_sent_once_the_session_is_over(session: tuple[BurrowTran
     client.close()
     assert client.send_keepalive() is None
     assert client.request("tcpip-forward", ("127.0.0.1", 0), timeout=DEADLINE) == (False, None)
+
+
+def test_a_keepalive_that_cannot_be_written_ends_the_session(session: tuple[BurrowTransport, _Server]) -> None:
+    """A failed write may leave half a packet on the wire: the session ends (and so reconnects) instead of going on."""
+    client, _server = session
+    client.sock.shutdown(socket.SHUT_WR)  # every write from now on fails with EPIPE
+    assert client.send_keepalive() is None
+    assert not client.active
