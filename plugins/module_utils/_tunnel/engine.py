@@ -170,7 +170,7 @@ class TunnelEngine:
         # is sent without waiting and checked one interval later: one wake-up per interval (idle CPU, tests/scale).
         interval, count_max = self.liveness()
         misses = 0
-        in_flight: tuple[t.Any, int] | None = None  # (transport, request number) of the last keepalive sent
+        in_flight: int | None = None  # request number of the last keepalive sent on the current chain
         due = time.monotonic() + interval
         while not self._pause(due - time.monotonic()):
             chain = self.chain
@@ -180,13 +180,12 @@ class TunnelEngine:
             due = time.monotonic() + interval
             if active:
                 target = chain.target
-                if in_flight is not None and in_flight[0] is target and not target.answered(in_flight[1]):
+                if in_flight is not None and not target.answered(in_flight):
                     misses += 1
                 else:
                     misses = 0
                 if misses < count_max:
-                    number = target.send_keepalive()
-                    in_flight = (target, number) if number is not None else None
+                    in_flight = target.send_keepalive()
                     continue
                 reason = f"no answer from {self.target_label} to {misses} keepalive request(s) within {misses * interval:g} s"
             else:

@@ -55,10 +55,9 @@ class NumberedGlobalRequests:
         (answered=False).
         """
         awaited = _AwaitedReply()
-        with self._request_lock:
-            if not self.active:
-                return False, None
-            number = self._send_global_request(kind, data, awaited)
+        number = self._send_global_request(kind, data, awaited)
+        if number is None:
+            return False, None
         deadline = time.monotonic() + timeout
         # Polled, not waited once: a session that ends sends no reply, and its end must not cost the whole timeout.
         while not awaited.event.wait(0.05):
@@ -79,34 +78,35 @@ class NumberedGlobalRequests:
         The supervisor checks it one interval later instead of blocking on it: one wake-up per interval where a
         waiting request took 2.5 (idle CPU, tests/scale/profile_tunnel_process.py).
         """
-        with self._request_lock:
-            if not self.active:
-                return None
-            try:
-                return self._send_global_request("keepalive@openssh.com", ())
-            except (OSError, EOFError, SSHException):
-                pass
-        # A failed write can leave the stream mid-packet, and the request numbers would no longer match the replies:
-        # the session cannot go on. Its end wakes the supervisor, which reconnects at once.
-        self.close()
-        return None
+        return self._send_global_request("keepalive@openssh.com", ())
 
     def answered(self, number: int) -> bool:
         """Whether want-reply request ``number`` (from send_keepalive) has had its reply, success or failure."""
         return self._replies_received >= number
 
-    def _send_global_request(self, kind: str, data: tuple[t.Any, ...], awaited: _AwaitedReply | None = None) -> int:
+    def _send_global_request(self, kind: str, data: tuple[t.Any, ...], awaited: _AwaitedReply | None = None) -> int | None:
+        """Number and send one want-reply request; None when the session is over or ends because the write failed."""
         message = Message()
         message.add_byte(cMSG_GLOBAL_REQUEST)
         message.add_string(kind)
         message.add_boolean(True)
         message.add(*data)
-        self._requests_sent += 1
-        number = self._requests_sent
-        if awaited is not None:
-            self._awaited[number] = awaited  # before the send: the reply can arrive before _send_user_message returns
-        self._send_user_message(message)
-        return number
+        with self._request_lock:
+            if not self.active:
+                return None
+            self._requests_sent += 1
+            number = self._requests_sent
+            if awaited is not None:
+                self._awaited[number] = awaited  # before the send: the reply can arrive before _send_user_message returns
+            try:
+                self._send_user_message(message)
+                return number
+            except (OSError, EOFError, SSHException):
+                self._awaited.pop(number, None)
+        # A failed write can leave the stream mid-packet, and the request numbers would no longer match the replies:
+        # the session cannot go on. Its end wakes the supervisor, which reconnects at once.
+        self.close()
+        return None
 
     def _parse_request_success(self, m: t.Any) -> None:
         self._reply_received(m)

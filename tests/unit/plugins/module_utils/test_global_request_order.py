@@ -47,7 +47,6 @@ class _Server(paramiko.ServerInterface):
         if kind in self.release:
             # The server's transport thread stops here: every later reply waits too, in order, as on any SSH server.
             self.release[kind].wait(DEADLINE)
-            return False
         return False
 
     def check_port_forward_request(self, address: str, port: int) -> int:
@@ -150,3 +149,11 @@ def test_a_keepalive_that_cannot_be_written_ends_the_session(session: tuple[Burr
     client.sock.shutdown(socket.SHUT_WR)  # every write from now on fails with EPIPE
     assert client.send_keepalive() is None
     assert not client.active
+
+
+def test_a_request_that_cannot_be_written_ends_the_session_unanswered(session: tuple[BurrowTransport, _Server]) -> None:
+    client, _server = session
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.request("tcpip-forward", ("127.0.0.1", 0), timeout=DEADLINE) == (False, None)
+    assert not client.active
+    assert client._awaited == {}, "the unsent request's waiter is left behind"
